@@ -75,7 +75,7 @@ class WindowConfig:
     """session | time | count | auto (session when the session regex matches, else the format's default)."""
     session_regex: str = r"blk_-?\d+"
     """A line joins every session whose id this regex finds in it."""
-    session_timeout: float = 3600.0
+    session_timeout: float = 86400.0
     """Seconds (of log time, or of wall time when tailing) after which an idle session is closed."""
     max_open_sessions: int = 100_000
     """Past this many open sessions the least recently seen is closed (bounded memory)."""
@@ -135,6 +135,10 @@ class TrainConfig:
     """auto | cpu | cuda | mps."""
     max_train_len: int = 512
     """Longer training sequences are cut into chunks of this many keys."""
+    dedup: bool = True
+    """Train on each distinct key sequence once, weighted by its count (the same loss, less work)."""
+    threads: int = 0
+    """torch CPU threads per process; 0: all cores (os.cpu_count()) shared among the processes."""
 
 
 @dataclass(frozen=True)
@@ -156,14 +160,28 @@ class RLConfig:
     """REINFORCE finetuning with the Top-K reward."""
 
     episodes: int = 10
+    """Passes over the RL sequences."""
     k: str = "0.5"
+    """Top-K during RL: a count or a fraction of the keys (as DetectConfig.k)."""
     entropy_coef: float = 0.01
+    """Weight of the entropy bonus H(pi(.|s_t)) in the reward and the loss."""
     reward_clip: float = 1.0
+    """Per-position rewards are clipped to [-reward_clip, reward_clip]."""
     gamma: float = 0.9
+    """Discount of the return R_t = sum gamma^(t'-t) r_t'."""
     lr: float = 1e-4
+    """AdamW learning rate."""
     seed: int = 0
     rl_fraction: float = 0.1
     """Seeded share of the labelled data used for RL; eval excludes it."""
+    action: str = "true_key"
+    """true_key (log pi of the true key, signed by the verdict; see docs/rl.md) or sampled (a key drawn from the Top-K)."""
+    baseline: str = "position"
+    """reward (mean reward subtracted before discounting), position (mean return at each position), batch (mean return) or none."""
+    anomalous_hit_reward: float = 1.0
+    """Reward when the true key is in the Top-K on an anomalous line (paper: +1)."""
+    batch_size: int = 32
+    """Sequences per policy-gradient step."""
 
 
 @dataclass(frozen=True)
