@@ -1,0 +1,124 @@
+"""Resumable training state without pickle: tensors in safetensors, scalars in validated JSON.
+
+An unfinished checkpoint carries train_state.safetensors (the latest weights "model.*", AdamW's
+moments "optim.<param>.<name>", the torch RNG "rng.torch") and train_state.json (epoch, batches
+done in it, step, best validation loss, patience counter, history, AdamW's param groups).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from logllama_tui.errors import BadCheckpoint
+
+TENSORS = "train_state.safetensors"
+SCALARS = "train_state.json"
+STATE_VERSION = 1
+
+
+@dataclass
+class Progress:
+    """Where a run stands: enough, with the tensors, to continue it exactly."""
+
+    epoch: int = 0
+    """Epochs completed."""
+    batch: int = 0
+    """Batches of epoch `epoch` already done (non-zero only after an interrupt)."""
+    step: int = 0
+    """Optimizer steps taken in all."""
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    """Epochs since the validation loss last improved."""
+    history: list[dict[str, float]] = field(default_factory=list)
+    """One {"epoch", "train_loss", "val_loss", "keys_per_s", "seconds"} per epoch."""
+    seconds: float = 0.0
+    """Training time so far."""
+    keys: int = 0
+    """Keys processed so far (after de-duplication)."""
+
+
+def state_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Latest weights, optimizer moments and the torch RNG as a flat name -> tensor dict."""
+    out = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for idx, slots in optimizer.state_dict()["state"].items():
+        for name, value in slots.items():
+            out[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    out["rng.torch"] = torch.get_rng_state()
+    return out
+
+
+def state_scalars(progress: Progress, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The JSON half of the state."""
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+        for g in optimizer.state_dict()["param_groups"]
+    ]
+    p = asdict(progress)
+    p["best_val"] = None if math.isinf(progress.best_val) else progress.best_val
+    return {"version": STATE_VERSION, "progress": p, "param_groups": groups}
+
+
+def writers(model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> dict[str, Any]:
+    """`extra` writers for checkpoint.save_checkpoint."""
+    from safetensors.torch import save_file
+
+    tensors = state_tensors(model, optimizer)
+    scalars = state_scalars(progress, optimizer)
+
+    def write_tensors(path: Path) -> None:
+        save_file(tensors, str(path))
+
+    def write_scalars(path: Path) -> None:
+        path.write_text(json.dumps(scalars, indent=1) + "\n", encoding="utf-8")
+
+    return {TENSORS: write_tensors, SCALARS: write_scalars}
+
+
+def load_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
+    """Restore weights, optimizer and RNG from an unfinished checkpoint; BadCheckpoint if unusable."""
+    from logllama_tui.checkpoint import load_weights
+
+    if not (ckpt_dir / TENSORS).is_file() or not (ckpt_dir / SCALARS).is_file():
+        raise BadCheckpoint(f"{ckpt_dir} holds no unfinished training run to resume "
+                            "(it finished, or was not written by `logllama train`)")
+    try:
+        scalars = json.loads((ckpt_dir / SCALARS).read_text(encoding="utf-8"))
+        if scalars.get("version") != STATE_VERSION:
+            raise ValueError(f"unsupported version {scalars.get('version')!r}")
+        p = dict(scalars["progress"])
+        p["best_val"] = math.inf if p.get("best_val") is None else float(p["best_val"])
+        progress = Progress(**p)
+        groups = scalars["param_groups"]
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise ValueError("param_groups is not a list of objects")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadCheckpoint(f"{ckpt_dir / SCALARS} is corrupt ({exc}); train again without --resume") from None
+    tensors = load_weights(ckpt_dir / TENSORS)
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, idx, slot = name.split(".", 2)
+            slots.setdefault(int(idx), {})[slot] = value
+    for g in groups:
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+    try:
+        model.load_state_dict(weights, strict=True)
+        optimizer.load_state_dict({"state": slots, "param_groups": groups})
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise BadCheckpoint(f"{ckpt_dir}: the saved training state does not fit this model "
+                            f"({str(exc).splitlines()[0]}); train again without --resume") from None
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"])
+    return progress
+
+
+__all__ = ["Progress", "SCALARS", "TENSORS", "load_state", "state_scalars", "state_tensors", "writers"]
