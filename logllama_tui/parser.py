@@ -123,6 +123,17 @@ class LogParser:
         self._cache: dict[str, tuple[int, str]] = {}
         self._caching = cache_size > 0
         self._hits = self._misses = self._skipped = 0
+        self.trained_keys: frozenset[int] | None = None
+        """When set, `match` maps every other real key to UNK (never seen in a training sequence)."""
+
+    def restrict_to(self, keys: Iterable[int]) -> None:
+        """From now on, `match` treats keys outside `keys` as unseen (UNK).
+
+        The parser learns templates from every line it is given, test lines included; only the
+        keys that occurred in training sequences are "seen in training" for detection.
+        """
+        self.trained_keys = frozenset(keys)
+        self._cache.clear()
 
     @property
     def cache_size(self) -> int:
@@ -157,6 +168,13 @@ class LogParser:
 
     def match(self, record: Record) -> Event:
         """Key `record` without learning: an unseen template (or EventId) is UNK."""
+        event = self._match(record)
+        if self.trained_keys is not None and event.key >= C.FIRST_KEY \
+                and event.key not in self.trained_keys:
+            event.key = C.UNK  # parsed, but never in a training sequence: the template is kept
+        return event
+
+    def _match(self, record: Record) -> Event:
         if record.event_id is not None:
             key = self.vocab.key(record.event_id)
             if key == C.UNK:

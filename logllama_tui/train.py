@@ -27,7 +27,7 @@ from logllama_tui.batching import (
     weighted_loss,
 )
 from logllama_tui.checkpoint import Checkpoint, load_checkpoint, read_meta, save_checkpoint
-from logllama_tui.config import DetectConfig, ModelConfig, TrainConfig, to_dict
+from logllama_tui.config import FIRST_KEY, DetectConfig, ModelConfig, TrainConfig, to_dict
 from logllama_tui.errors import BadInput
 from logllama_tui.model import build_model, count_params
 from logllama_tui.records import Sequence
@@ -149,6 +149,8 @@ def train(
     split_meta = {
         "train_fraction": cfg.train_fraction, "val_fraction": cfg.val_fraction, "seed": cfg.seed,
         "train_sids": [s.sid for s in train_seqs], "val_sids": [s.sid for s in val_seqs],
+        # Keys seen in training sequences; at detection every other key counts as unseen.
+        "train_keys": sorted({k for s in train_seqs for k in s.keys if k >= FIRST_KEY}),
         "normal": sum(1 for s in sequences if s.label is not True),
         "anomalous": sum(1 for s in sequences if s.label is True),
         "examples": len(examples), "distinct_fraction": round(len(examples) / max(1, weight), 4),

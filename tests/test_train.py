@@ -22,7 +22,7 @@ from logllama_tui.batching import (
 )
 from logllama_tui.checkpoint import load_checkpoint, read_meta
 from logllama_tui.cli import cli
-from logllama_tui.config import BOS, EOS, PAD, ModelConfig, TrainConfig
+from logllama_tui.config import BOS, EOS, PAD, UNK, ModelConfig, TrainConfig
 from logllama_tui.errors import BadInput
 from logllama_tui.parser import LogParser
 from logllama_tui.records import Record, Sequence
@@ -228,3 +228,16 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, monkeypatc
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "home" / "models").exists() or not any((tmp_path / "home" / "models").iterdir())
+
+
+def test_keys_never_in_a_training_sequence_are_unseen_at_detection(tmp_path: Path) -> None:
+    # The parser knows six templates (E0..E5 -> keys 4..9); the training sequences use keys 4..7.
+    parser = make_parser()
+    ckpt_dir = tmp_path / "m"
+    train(make_sequences(), parser, TINY, dataclasses.replace(FAST, epochs=1), ckpt_dir, {"format": "raw"})
+    assert read_meta(ckpt_dir)["split"]["train_keys"] == [4, 5, 6, 7]
+    loaded = load_checkpoint(ckpt_dir).parser
+    seen = loaded.match(Record("t.log", 1, "E1", "event 1", event_id="E1"))
+    parsed_only = loaded.match(Record("t.log", 2, "E5", "event 5", event_id="E5"))
+    assert seen.key == 5
+    assert parsed_only.key == UNK and parsed_only.template == "E5"  # the template stays shown
