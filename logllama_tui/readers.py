@@ -88,6 +88,17 @@ def _walk(directory: str) -> list[str]:
     return sorted(found, key=rotation_order)
 
 
+def rotated_siblings(path: str) -> list[str]:
+    """`path` and its rotations (path.1, path.2.gz, path-20261122[.gz]), oldest first."""
+    if not os.path.isfile(path):
+        raise BadInput(f"no such file: {path}; check the path")
+    sibling = re.compile(re.escape(path) + r"(?:\.\d{1,3}|-\d{8})?(?:\.(?:gz|bz2|xz))?$")
+    found = [p for p in glob.glob(glob.escape(path) + "[.-]*") if sibling.fullmatch(p) and os.path.isfile(p)]
+    order = sorted(found, key=rotation_order)
+    dated = sorted(p for p in order if re.search(r"-\d{8}", p[len(path):]))  # date suffixes: old first
+    return dated + [p for p in order if p not in dated] + [path]
+
+
 def expand_paths(paths: Sequence[str]) -> list[str]:
     """Files, directories (recursive, hidden files skipped), globs and "-" -> readable files, in order."""
     if not paths:
@@ -258,5 +269,5 @@ def iter_all_lines(
 
 __all__ = [
     "ReadStats", "STDIN", "compression_of", "expand_paths", "iter_all_lines", "iter_lines",
-    "open_binary", "rotation_order",
+    "open_binary", "rotation_order", "rotated_siblings",
 ]

@@ -24,6 +24,11 @@ _WINDOW_FIELDS = {"window_mode": "mode", "session_regex": "session_regex",
 @options.k_option()
 @options.device_option()
 @click.option("--from-start", is_flag=True, help="Replay the files from their first line.")
+@click.option("--learn", is_flag=True,
+              help="First train a model on what PATH and its rotations (PATH.1, PATH.2.gz, ...) hold "
+              "now, saved as --model NAME (default: the file's name), then follow with it.")
+@click.option("--learn-epochs", type=click.IntRange(min=1), default=5, show_default=True,
+              help="With --learn: training epochs.")
 @click.option("--plain", is_flag=True, help="No TUI: print flagged lines to stdout.")
 @click.option("--json", "as_json", is_flag=True, help="With --plain: one JSON object per line.")
 @click.option("--all", "all_lines", is_flag=True, help="With --plain: every line, flagged or not.")
@@ -47,9 +52,12 @@ def command(ctx: click.Context, paths: tuple[str, ...], **kwargs: Any) -> None:
       logllama tail /var/log/syslog --model mysys
       logllama tail 'logs/*.log' --model hdfs --from-start
       journalctl -f | logllama tail - --model mysys --plain --json
+      logllama tail --learn /var/log/syslog        # learn it (and its rotations), then follow
     """
     from logllama_tui.live_engine import EngineSpec
 
+    if kwargs["learn"]:
+        kwargs["model"] = _learn(ctx, list(paths), kwargs)
     overrides: dict[str, Any] = {}
     for opt, name in _WINDOW_FIELDS.items():
         source = ctx.get_parameter_source(opt)
@@ -74,6 +82,30 @@ def command(ctx: click.Context, paths: tuple[str, ...], **kwargs: Any) -> None:
     stdin = _stdin_for_tui() if "-" in paths else None
     app = make_app(list(paths), spec, tail_cfg, reader, feedback=kwargs["feedback"], stdin=stdin)
     app.run()
+
+
+def _learn(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> str:
+    """Train on PATH... and their rotated siblings with `logllama train`; return the model's name."""
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    from logllama_tui.cli.train import command as train_command
+    from logllama_tui.errors import BadInput
+    from logllama_tui.readers import rotated_siblings
+
+    if "-" in paths:
+        raise BadInput("--learn reads what the files hold now; it cannot learn from stdin (-)")
+    files = [f for p in paths for f in rotated_siblings(p)]
+    name = kwargs["model"] or Path(paths[0]).name.split(".")[0] or "learned"
+    click.echo(f"Learning {len(files)} file(s) into model {name!r}: {', '.join(files)}", err=True)
+    passed = {k: kwargs[k] for k in ("fmt", "max_line_bytes", "sim_th", "depth", "max_children",
+                                     "no_masks", *_WINDOW_FIELDS, "device", "target_fpr")}
+    if kwargs["k"] is not None:
+        passed["k"] = kwargs["k"]
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only verdicts (--plain --json)
+        ctx.invoke(train_command, data=tuple(files), out=name, epochs=kwargs["learn_epochs"], **passed)
+    return name
 
 
 def _stdin_for_tui() -> Any:
