@@ -156,3 +156,28 @@ def test_no_model_and_no_shipped_model(tmp_path, monkeypatch) -> None:
     result = CliRunner().invoke(cli, ["scan", str(log)])
     assert result.exit_code == 2
     assert "no --model given and no shipped model for format" in result.stderr
+
+
+def test_unseen_lines_are_summarised_and_written_with_their_own_template(tmp_path: Path) -> None:
+    from logllama_tui.cli.scan import Report
+    from logllama_tui.config import UNK
+    from logllama_tui.parser import LogParser
+    from logllama_tui.records import Record, Sequence
+    from logllama_tui.scoring import KeyVerdict, ScoredSequence
+
+    parser = LogParser()
+    parser.learn(Record("a.log", 1, "disk ok", "disk ok"))
+    odd = Record("a.log", 2, "kernel panic at 0x1f", "kernel panic at 0x1f")
+    seq = Sequence("s1", [UNK], [odd], label=True)
+    verdict = KeyVerdict(UNK, 2, True, "unseen", [])
+    end = KeyVerdict(2, 0, False, None, [])
+    summary = Report(parser, k=1)
+    records: list[dict] = []
+
+    class Sink:
+        def write(self, record: dict) -> None:
+            records.append(record)
+
+    summary.add([ScoredSequence(seq, [verdict], end, True)], Sink())
+    assert records[0]["template"] == "kernel panic at <HEX>" and records[0]["kind"] == "unseen"
+    assert dict(summary.flagged) == {"<unseen> kernel panic at <HEX>": 1}

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from logllama_tui.cli import options
-from logllama_tui.config import DetectConfig
+from logllama_tui.config import RESERVED_NAMES, UNK, DetectConfig
 
 # torch, transformers and the pipeline are imported inside the functions: `--help` stays fast.
 
@@ -253,7 +253,7 @@ class Report:
         self.parser, self.k = parser, k
         self.sequences = self.anomalous_sequences = self.anomalous_keys = self.anomalous_ends = 0
         self.unlabelled = 0
-        self.flagged: Counter[int] = Counter()
+        self.flagged: Counter[str] = Counter()  # template text -> times flagged
         self.confusion = Confusion()
 
     def template(self, key: int) -> str:
@@ -263,6 +263,12 @@ class Report:
         except KeyError:
             return f"<key {key}>"
 
+    def line_template(self, key: int, rec: Any) -> str:
+        """The template of a flagged line; for an unseen one, what the parser made of the line."""
+        if key == UNK and rec is not None:
+            return self.parser.match(rec).template
+        return self.template(key)
+
     def record(self, scored: Any, index: int, verdict: Any) -> dict[str, Any]:
         """The output record of one flagged position (index == len(keys): the end)."""
         recs = scored.seq.records
@@ -270,7 +276,8 @@ class Report:
         return {
             "file": rec.source if rec else None, "line": rec.lineno if rec else None,
             "text": rec.text if rec else None, "key": verdict.key,
-            "template": self.template(verdict.key), "rank": verdict.rank, "k": self.k,
+            "template": self.line_template(verdict.key, rec if index < len(recs) else None),
+            "rank": verdict.rank, "k": self.k,
             "kind": verdict.kind, "sequence": scored.seq.sid,
             "candidates": [{"key": c, "template": self.template(c), "prob": round(p, 4)}
                            for c, p in verdict.candidates],
@@ -294,7 +301,10 @@ class Report:
             for index, verdict in flagged:
                 if index < len(scored.seq.keys):
                     self.anomalous_keys += 1
-                self.flagged[verdict.key] += 1
+                recs = scored.seq.records
+                rec = recs[index] if index < len(recs) else None
+                unseen = f"{RESERVED_NAMES[UNK]} " if verdict.key == UNK else ""
+                self.flagged[unseen + self.line_template(verdict.key, rec)] += 1
                 if sink is not None:
                     sink.write(self.record(scored, index, verdict))
 
@@ -314,8 +324,8 @@ class Report:
                       else ""))
         if self.flagged:
             click.echo("Most often flagged:")
-            for key, count in self.flagged.most_common(TOP_TEMPLATES):
-                click.echo(f"  {count:>7,}  {self.template(key)}")
+            for template, count in self.flagged.most_common(TOP_TEMPLATES):
+                click.echo(f"  {count:>7,}  {template}")
         if self.confusion.total:
             c = self.confusion
             click.echo(f"Against the labels ({c.total:,} labelled sequences): precision "
