@@ -8,18 +8,6 @@ import click
 
 _MODULES = ["parse", "train", "scan", "evaluate", "finetune", "tail", "models", "demo"]
 
-
-def _load() -> list[click.Command]:
-    found: list[click.Command] = []
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(f"logllama_tui.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"logllama_tui.cli.{name}":
-                continue  # not written yet
-            raise
-        found.append(module.command)
-    return found
-
-
-ALL = _load()
+ALL: list[click.Command] = [
+    importlib.import_module(f"logllama_tui.cli.{name}").command for name in _MODULES
+]
