@@ -226,8 +226,9 @@ def refuse_pickles(path: Path) -> None:
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadCheckpoint(f"{path} is unreadable or not valid JSON ({exc}); retrain the model") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        raise BadCheckpoint(f"{path} is unreadable or not valid JSON "
+                            f"({str(exc)[:200]}); retrain the model") from None
 
 
 def model_config_of(meta: dict[str, Any], path: Path) -> ModelConfig:
@@ -343,7 +344,13 @@ def remove_model(name: str) -> Path:
         raise BadInput(f"no model named {name!r} in {models_dir()} (see `logllama models`)")
     if not (path / "logllama.json").is_file():
         raise BadInput(f"{path} does not look like a logllama checkpoint; not removing it")
-    shutil.rmtree(path)
+    if path.is_symlink():
+        path.unlink()  # the name goes; the directory it points to is not ours to delete
+        return path
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise BadInput(f"cannot remove {path}: {exc.strerror or exc}") from None
     return path
 
 

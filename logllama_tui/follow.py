@@ -277,8 +277,8 @@ class Follower:
 
     def _same_signature(self, tail: _Tail, size: int) -> bool:
         """True when the bytes before our position are those we read (no truncate + rewrite)."""
-        if not tail.sig or size == tail.pos:
-            return True
+        if not tail.sig:
+            return True  # nothing read yet: nothing to compare (same size is no proof: check it)
         assert tail.fh is not None
         now = _read_at(tail.fh, tail.pos - len(tail.sig), len(tail.sig))
         tail.fh.seek(tail.pos)

@@ -194,12 +194,14 @@ def train(
 
     # -- the loop ---------------------------------------------------------------------------
     model.train()
+    deferred = _DeferredInterrupt()  # SIGINT/SIGTERM stop the loop between batches, never inside one
     try:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
             if hasattr(loader, "set_epoch"):
                 loader.set_epoch(state.epoch)  # accelerate re-seeds the sampler from its own counter
             sampler.set_epoch(state.epoch)  # so that resume replays this epoch's batch order
-            t0, epoch_loss, epoch_count, epoch_keys = time.perf_counter(), 0.0, 0.0, 0
+            t0, epoch_keys = time.perf_counter(), 0
+            epoch_loss, epoch_count = state.epoch_loss, state.epoch_count  # non-zero after a resume
             for i, batch in enumerate(loader):
                 if i < state.batch:
                     continue  # done before the interruption this run resumes
@@ -216,14 +218,17 @@ def train(
                 state.step, state.batch = state.step + 1, i + 1
                 keys = int(batch["attention_mask"].sum().item()) * accelerator.num_processes
                 epoch_loss, epoch_count, epoch_keys = epoch_loss + loss_sum.item(), epoch_count + n.item(), epoch_keys + keys
+                state.epoch_loss, state.epoch_count = epoch_loss, epoch_count
                 elapsed = time.perf_counter() - t0
                 notify({"event": "step", "epoch": state.epoch + 1, "epochs": cfg.epochs, "batch": i + 1,
                         "batches": steps_per_epoch, "loss": loss.item(), "lr": lr,
                         "keys_per_s": epoch_keys / max(elapsed, 1e-9)})
+                deferred.check()
             seconds = time.perf_counter() - t0
             val_loss = evaluate(accelerator.unwrap_model(model), val_batches, accelerator.device)
             train_loss = epoch_loss / max(epoch_count, 1e-9)
             state.epoch, state.batch = state.epoch + 1, 0
+            state.epoch_loss, state.epoch_count = 0.0, 0.0
             state.seconds, state.keys = state.seconds + seconds, state.keys + epoch_keys
             watched = train_loss if math.isnan(val_loss) else val_loss  # no validation slice: train loss
             if watched < state.best_val - 1e-4:
@@ -238,10 +243,48 @@ def train(
             save(complete=False)
             notify({"event": "epoch", **state.history[-1], "epochs": cfg.epochs,
                     "best_epoch": state.best_epoch, "examples": len(examples), "keys_per_epoch": n_keys_epoch})
+            deferred.check()
     except KeyboardInterrupt:
         save(complete=False)  # resumable from the batch it reached
         raise
+    finally:
+        deferred.restore()
     return _finish(out, accelerator, model, best_weights, parser, base_meta, state, threads, val_seqs, notify)
+
+
+class _DeferredInterrupt:
+    """While training: SIGINT/SIGTERM are noted and raised as KeyboardInterrupt at `check()`.
+
+    A signal that struck between optimizer.step() and the progress update would make --resume
+    replay a batch already applied. A second signal interrupts at once (a stuck step).
+    Only the main thread can install handlers; elsewhere signals keep their default behaviour.
+    """
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.hit = False
+        self.old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, handler in self.old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self.old = {}
 
 
 class _Weights(torch.nn.Module):

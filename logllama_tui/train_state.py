@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,10 @@ class Progress:
     """Training time so far."""
     keys: int = 0
     """Keys processed so far (after de-duplication)."""
+    epoch_loss: float = 0.0
+    """Summed loss of the batches done in the unfinished epoch (a resumed epoch reports it whole)."""
+    epoch_count: float = 0.0
+    """Weighted targets behind epoch_loss."""
 
 
 def state_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -81,6 +85,56 @@ def writers(model: torch.nn.Module, optimizer: torch.optim.Optimizer, progress: 
     return {TENSORS: write_tensors, SCALARS: write_scalars}
 
 
+def _number(v: Any, low: float = 0.0) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= low
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _checked(scalars: Any) -> tuple[Progress, list[dict[str, Any]]]:
+    """Progress and param groups of train_state.json, every field type- and range-checked."""
+    if not isinstance(scalars, dict) or set(scalars) != {"version", "progress", "param_groups"}:
+        raise ValueError("expected an object with version, progress and param_groups")
+    if scalars["version"] != STATE_VERSION or isinstance(scalars["version"], bool):
+        raise ValueError(f"unsupported version {scalars['version']!r}")
+    p = scalars["progress"]
+    names = {f.name for f in fields(Progress)}
+    if not isinstance(p, dict) or set(p) - names:
+        raise ValueError(f"progress must be an object with the keys {sorted(names)}")
+    for name in ("epoch", "batch", "step", "best_epoch", "bad_epochs", "keys"):
+        if name in p and not _count(p[name]):
+            raise ValueError(f"progress.{name} must be a non-negative integer")
+    for name in ("seconds", "epoch_loss", "epoch_count"):
+        if name in p and not _number(p[name]):
+            raise ValueError(f"progress.{name} must be a non-negative number")
+    if p.get("best_val") is not None and not _number(p["best_val"], -math.inf):
+        raise ValueError("progress.best_val must be a number or null")
+    history = p.get("history", [])
+    if not isinstance(history, list) or not all(
+            isinstance(h, dict) and all(v is None or _number(v, -math.inf) for v in h.values())
+            for h in history):
+        raise ValueError("progress.history must be a list of objects of numbers")
+    p = {**p, "best_val": math.inf if p.get("best_val") is None else float(p["best_val"])}
+    groups = scalars["param_groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ValueError("param_groups is not a list of objects")
+    for g in groups:
+        for name, value in g.items():
+            if name == "params":
+                ok = isinstance(value, list) and all(_count(i) for i in value)
+            elif name == "betas":
+                ok = isinstance(value, list) and len(value) == 2 and all(_number(b) for b in value)
+            elif name in ("lr", "eps", "weight_decay"):
+                ok = _number(value)
+            else:  # AdamW's flags (amsgrad, foreach, fused, ...): plain scalars only
+                ok = value is None or isinstance(value, (bool, int, float))
+            if not ok:
+                raise ValueError(f"param_groups.{name} has a wrong type or range: {str(value)[:50]}")
+    return Progress(**p), groups
+
+
 def load_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
     """Restore weights, optimizer and RNG from an unfinished checkpoint; BadCheckpoint if unusable."""
     from logllama_tui.checkpoint import load_weights
@@ -92,13 +146,8 @@ def load_state(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Op
         scalars = json.loads((ckpt_dir / SCALARS).read_text(encoding="utf-8"))
         if scalars.get("version") != STATE_VERSION:
             raise ValueError(f"unsupported version {scalars.get('version')!r}")
-        p = dict(scalars["progress"])
-        p["best_val"] = math.inf if p.get("best_val") is None else float(p["best_val"])
-        progress = Progress(**p)
-        groups = scalars["param_groups"]
-        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
-            raise ValueError("param_groups is not a list of objects")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        progress, groups = _checked(scalars)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise BadCheckpoint(f"{ckpt_dir / SCALARS} is corrupt ({exc}); train again without --resume") from None
     tensors = load_weights(ckpt_dir / TENSORS)
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}

@@ -118,7 +118,8 @@ def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
     with console.status("Reading and parsing..."):
         seqs = collect_sequences(paths, fmt, ckpt.parser, window_cfg, labels, learn=False,
                                  reader=options.reader_config(kwargs),
-                                 notice=lambda m: console.print(f"[dim]{m}[/dim]", highlight=False))
+                                 notice=lambda m: console.print(m, style="dim", markup=False,
+                                                                 highlight=False))
     if not seqs:
         raise BadInput(f"no sequences in {', '.join(paths)}: the files hold no log lines we could window")
     if marks is not None:
@@ -157,7 +158,16 @@ def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
                       f"entropy {st.entropy:.3f}, {st.positions:,} keys in {st.seconds:.1f} s",
                       highlight=False)
 
-    result = finetune(ckpt, rl_seqs, cfg, out, progress=progress, labels=rl_labels)
+    import signal
+
+    def _sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # reported like Ctrl+C: "Interrupted.", status 130, --out untouched
+
+    old_handler = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        result = finetune(ckpt, rl_seqs, cfg, out, progress=progress, labels=rl_labels)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
     click.echo(f"Saved finetuned model to {result.path} (from {ckpt.path}; {len(rl_seqs)} RL "
                f"sequences recorded for eval to exclude)")
     click.echo(f"  compare: logllama eval --compare {ckpt.path} {result.path} {' '.join(paths)}"

@@ -99,7 +99,7 @@ def run(data: list[str], kwargs: dict[str, Any]) -> None:
         name = format_from_notice(message)
         if name:
             formats_seen.append(name)
-        console.print(f"[dim]{message}[/dim]", highlight=False)
+        console.print(message, style="dim", markup=False, highlight=False)  # paths are not markup
 
     t0 = time.perf_counter()
     parser = LogParser(options.parser_config(kwargs))

@@ -1,0 +1,184 @@
+"""Interrupted training: SIGINT/SIGTERM during `logllama train` saves a resumable checkpoint, and
+`--resume` ends where an uninterrupted run with the same seed ends.
+
+The interrupted runs are real processes (signals need one); the reference run and the resumed runs
+go through the same click command in-process (torch is already imported here). The signal is sent
+while the second epoch is under way, so the saved state is mid-epoch (train_state.json says how far
+it got). Tolerance: the resumed run's per-epoch train and validation losses equal the reference's
+within 1e-4 (resume restores weights, AdamW moments, the RNG and the batch order, on one thread),
+the train loss of the epoch that was cut in two included.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rel_helpers import cli_env, hdfs_line
+
+from logllama_tui.checkpoint import load_checkpoint, read_meta
+from logllama_tui.cli import cli
+
+TOL = 1e-4
+EPOCHS = 3
+
+
+def training_log(path: Path, sessions: int = 600) -> Path:
+    """Sessions of varied length over the four HDFS steps (seeded), 4-12 lines each."""
+    rng = random.Random(3)
+    lines, t = [], 0
+    for b in range(sessions):
+        for _ in range(rng.randint(4, 12)):
+            lines.append(hdfs_line(rng.randrange(4), f"blk_{b}", t))
+            t += 1
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def train_args(data: Path, out: Path) -> list[str]:
+    return ["train", str(data), "--out", str(out), "--layers", "1", "--heads", "2", "--hidden", "16",
+            "--epochs", str(EPOCHS), "--batch-size", "4", "--seed", "7", "--device", "cpu",
+            "--no-dedup", "--patience", str(EPOCHS), "--k", "1"]
+
+
+def history(out: Path) -> list[dict[str, float]]:
+    return read_meta(out)["metrics"]["history"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return training_log(tmp_path_factory.mktemp("train") / "train.log")
+
+
+@pytest.fixture(scope="module")
+def interrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, int, str]]:
+    """Both signals at once (two processes in parallel): (out dir, exit status, stderr) each."""
+    base = tmp_path_factory.mktemp("interrupted")
+    procs = {}
+    for name in ("SIGINT", "SIGTERM"):
+        out = base / name
+        procs[name] = (out, subprocess.Popen(
+            [sys.executable, "-m", "logllama_tui", *train_args(data, out)], cwd=base,
+            env=cli_env(base / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    sent: set[str] = set()
+    deadline = time.monotonic() + 300
+    while len(sent) < 2 and time.monotonic() < deadline:
+        for name, (out, proc) in procs.items():
+            if name not in sent and (out / "logllama.json").is_file():
+                time.sleep(0.5)  # well into epoch 2
+                proc.send_signal(getattr(signal, name))
+                sent.add(name)
+            assert name in sent or proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    result = {}
+    for name, (out, proc) in procs.items():
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        result[name] = (out, proc.returncode, err)
+    assert sent == {"SIGINT", "SIGTERM"}, result
+    return result
+
+
+@pytest.fixture(scope="module")
+def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "ref"
+    result = CliRunner().invoke(cli, train_args(data, out))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_saves_a_resumable_checkpoint(interrupted: dict[str, tuple[Path, int, str]],
+                                             sig: str) -> None:
+    out, rc, err = interrupted[sig]
+    assert rc == 130, err
+    assert "Traceback" not in err, err
+    assert "continue it with --resume" in err and err.strip().endswith("Interrupted."), err
+    meta = read_meta(out)
+    assert meta["complete"] is False
+    state = json.loads((out / "train_state.json").read_text())
+    assert state["progress"]["epoch"] == 1 and state["progress"]["batch"] > 0, state["progress"]
+    load_checkpoint(out)  # the best weights so far load as a model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_resume_reaches_the_uninterrupted_result(interrupted: dict[str, tuple[Path, int, str]],
+                                                 reference: Path, data: Path, sig: str) -> None:
+    out, _, _ = interrupted[sig]
+    result = CliRunner().invoke(cli, [*train_args(data, out), "--resume"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    got, want = history(out), history(reference)
+    assert len(got) == len(want) == EPOCHS
+    for g, w in zip(got, want, strict=True):
+        assert abs(g["val_loss"] - w["val_loss"]) <= TOL, (got, want)
+        assert abs(g["train_loss"] - w["train_loss"]) <= TOL, (got, want)
+    assert read_meta(out)["metrics"]["best_val_loss"] == pytest.approx(
+        read_meta(reference)["metrics"]["best_val_loss"], abs=TOL)
+    assert read_meta(out)["complete"] is True
+    assert not (out / "train_state.json").exists()
+
+
+def rl_inputs(d: Path) -> tuple[Path, Path]:
+    """A labelled log for finetuning the tiny model: every 5th block anomalous (skips a step)."""
+    rng = random.Random(5)
+    lines, labels, t = [], ["BlockId,Label"], 0
+    for b in range(300):
+        steps = [0, 1, 2, 3] if b % 5 else [0, 2, 3]
+        for s in steps:
+            lines.append(hdfs_line(s, f"blk_{b}", t))
+            t += rng.randint(0, 1)
+        labels.append(f"blk_{b},{'Anomaly' if b % 5 == 0 else 'Normal'}")
+    (d / "rl.log").write_text("\n".join(lines) + "\n")
+    (d / "rl_labels.csv").write_text("\n".join(labels) + "\n")
+    return d / "rl.log", d / "rl_labels.csv"
+
+
+@pytest.mark.slow
+def test_finetune_interrupted_exits_cleanly_and_leaves_no_half_checkpoint(
+        tiny_ckpt: Path, tmp_path: Path) -> None:
+    """SIGINT and SIGTERM during `logllama finetune`: exit 130 with `Interrupted.` and no traceback;
+    --out is absent or a loadable checkpoint. (finetune has no --resume: see the README.)"""
+    log, labels = rl_inputs(tmp_path)
+    procs = {}
+    for name in ("SIGINT", "SIGTERM"):
+        out = tmp_path / f"rl-{name}"
+        procs[name] = (out, subprocess.Popen(
+            [sys.executable, "-m", "logllama_tui", "finetune", str(log), "--model", str(tiny_ckpt),
+             "--labels", str(labels), "--episodes", "100000", "--device", "cpu", "--out", str(out),
+             "--rl-fraction", "1.0"],
+            cwd=tmp_path, env=cli_env(tmp_path / "home"), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    results = {}
+    for name, (out, proc) in procs.items():
+        assert proc.stderr is not None
+        seen = []
+        deadline = time.monotonic() + 240
+        for line in proc.stderr:  # wait until RL episodes are running
+            seen.append(line)
+            if line.startswith("episode ") or time.monotonic() > deadline:
+                break
+        proc.send_signal(getattr(signal, name))
+        try:
+            _, rest = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, rest = proc.communicate()
+        results[name] = (out, proc.returncode, "".join(seen) + rest)
+    for name, (out, rc, err) in results.items():
+        assert any(ln.startswith("episode ") for ln in err.splitlines()), err
+        assert "Traceback" not in err, err
+        assert (rc, err.strip().splitlines()[-1]) == (130, "Interrupted."), (name, rc, err[-800:])
+        if out.exists():
+            load_checkpoint(out)
