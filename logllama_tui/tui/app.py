@@ -264,10 +264,13 @@ class TailApp(App[None]):
         view = self.query_one(LogView)
         anomalies = [v for v in view.entries if v.anomalous]
         path = self.export_dir / f"logllama-anomalies-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-        try:
-            with open(path, "w", encoding="utf-8") as fh:
-                for v in anomalies:
-                    fh.write(json.dumps(v.to_json(), ensure_ascii=False) + "\n")
+        from pathlib import Path
+
+        from logllama_tui.parser import atomic_write_text
+
+        try:  # temp file + fsync + rename: a crash never leaves half an export
+            atomic_write_text(Path(path), "".join(json.dumps(v.to_json(), ensure_ascii=False) + "\n"
+                                                  for v in anomalies))
         except OSError as exc:
             self.notify(f"could not export: {exc}", severity="error", timeout=8)
             return
