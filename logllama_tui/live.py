@@ -2,8 +2,9 @@
 
 A finished sequence's verdict comes too late for a live tool (a session closes when it goes idle,
 a window when it fills), so every line is scored as it lands: each open sequence keeps the keys it
-has so far, and the keys that arrived in a batch are ranked given that prefix (one forward pass
-over prefix + new keys per sequence per batch). A line's rank therefore equals the rank its key
+has so far, and the keys that arrived in a batch are ranked given that prefix: on CPU by
+stream.StreamScorer, which keeps each sequence's KV cache and feeds only the new keys (one batched
+pass over all sequences touched); elsewhere by one forward pass over prefix + new keys. A line's rank therefore equals the rank its key
 gets when the whole finished sequence is scored (a teacher-forced causal model only looks back),
 which tests/test_tail_plain.py checks against `Scorer.score` on the windower's sequences.
 
@@ -211,6 +212,8 @@ class LiveScorer:
         self.tracker: Tracker | None = None
         self.mode: str | None = None
         self.keys = 0
+        self._streamer: Any = None
+        """stream.StreamScorer: each open sequence's KV cache (or LSTM state), fed only new keys."""
 
     def process(self, records: list[Record], wall: float | None = None) -> list[LineVerdict]:
         """Verdicts for `records`, in order."""
@@ -238,24 +241,45 @@ class LiveScorer:
                 v.anomalous, v.kind = True, "unseen"
             out.append(v)
             placed.append(where)
-        # one forward pass per sequence touched: its keys up to the last one that arrived now
-        upto: dict[int, tuple[_Open, int]] = {}
+        # one job per sequence touched: its keys up to the last one that arrived now
+        upto: dict[int, tuple[_Open, int, int]] = {}
         for where in placed:
             if where is not None:
                 seq, idx = where
-                if id(seq) not in upto or upto[id(seq)][1] < idx:
-                    upto[id(seq)] = (seq, idx)
+                lo, hi = upto[id(seq)][1:] if id(seq) in upto else (idx, idx)
+                upto[id(seq)] = (seq, min(lo, idx), max(hi, idx))
         jobs = list(upto.values())
-        scored = self.scorer.score([Sequence(s.sid, s.keys[: i + 1]) for s, i in jobs]) if jobs else []
-        verdicts = {id(s): sc.verdicts for (s, _), sc in zip(jobs, scored, strict=True)}
+        stream = self._stream()
+        if stream is not None:  # incremental: only the new keys run, on each sequence's cache
+            ranked = stream.rank([(s, s.keys[: hi + 1], lo) for s, lo, hi in jobs]) if jobs else []
+            verdicts = {id(s): (lo, vs) for (s, lo, _), vs in zip(jobs, ranked, strict=True)}
+        else:
+            scored = self.scorer.score([Sequence(s.sid, s.keys[: hi + 1]) for s, _, hi in jobs]) \
+                if jobs else []
+            verdicts = {id(s): (0, sc.verdicts) for (s, _, _), sc in zip(jobs, scored, strict=True)}
         for v, where in zip(out, placed, strict=True):
             if where is None:
                 continue
-            kv = verdicts[id(where[0])][where[1]]
+            first, vs = verdicts[id(where[0])]
+            kv = vs[where[1] - first]
             v.rank, v.anomalous, v.kind = kv.rank, kv.anomalous, kv.kind
             v.candidates = [(k, p, template_of(k)) for k, p in kv.candidates]
         self.keys += len(out)
         return out
+
+    def _stream(self) -> Any:
+        """A stream.StreamScorer over the scorer's model (CPU), made once; None: re-run prefixes."""
+        if self._streamer is None:
+            self._streamer = False
+            model = getattr(self.scorer, "model", None)
+            device = getattr(self.scorer, "device", None)
+            if model is not None and getattr(device, "type", "cpu") == "cpu":
+                from .stream import StreamScorer
+
+                self._streamer = StreamScorer(
+                    model, self.scorer.n_keys, self.scorer.k, self.scorer.n_candidates,
+                    context=self.scorer.context, all_candidates=self.scorer.all_candidates)
+        return self._streamer or None
 
     def expire(self, now: float) -> None:
         """Release sessions idle for session_timeout of wall time (bounded memory)."""

@@ -349,6 +349,9 @@ class Report:
 @click.option("--batch-size", type=click.IntRange(min=1), default=DetectConfig().batch_size,
               show_default=True, help="Sequences per forward pass.")
 @options.device_option()
+@click.option("--engine", type=click.Choice(["two-core", "inline"]), default="two-core",
+              show_default=True, help="two-core: parse here and score in a second process "
+              "(faster); inline: one process.")
 @click.pass_context
 def command(ctx: click.Context, files: tuple[str, ...], **kwargs: Any) -> None:
     """Score log files and list every line the model did not expect, with what it expected.
@@ -362,6 +365,11 @@ def command(ctx: click.Context, files: tuple[str, ...], **kwargs: Any) -> None:
       logllama scan app.log* --model mysys --output anomalies.jsonl --fail-on-anomaly
     """
     paths = list(files)
+    if kwargs["engine"] == "two-core":
+        from logllama_tui.cli import scan_fast
+
+        scan_fast.run(ctx, paths, kwargs)
+        return
     ckpt = open_model(kwargs["model"], paths, kwargs["fmt"], kwargs["max_line_bytes"],
                       kwargs["device"])
     n_keys = ckpt.parser.vocab.n_keys

@@ -1,0 +1,112 @@
+"""The body of `logllama scan` on two cores: parse here, score in a child (logllama_tui.fastscan).
+
+Same output as the single-process loop in scan.py (same verdicts, same summary, same records);
+this process never imports torch or transformers, so start-up costs only the parser's imports.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from logllama_tui.cli import options
+from logllama_tui.config import DetectConfig
+
+WORKERS = 2
+"""Scoring processes: parsing needs one core while lines stream in; at a burst both score."""
+FAST_BUFFER = 4096
+"""Finished sequences sent to the scorer at once: more distinct tuples sorted together share more
+prefixes (HDFS x 3: 60k positions run at 4096 against 70k at 1024; benchmarks/out/speed.md)."""
+
+
+def open_light(model: str | None, paths: list[str], fmt: str, max_line_bytes: int) -> tuple[Any, Any, dict[str, Any]]:
+    """(checkpoint dir, parser, meta) of --model, read without torch (the worker loads the weights)."""
+    from logllama_tui.checkpoint import _read_json, read_meta, resolve_model
+    from logllama_tui.errors import BadCheckpoint, BadInput
+    from logllama_tui.parser import LogParser
+
+    if model is None:  # finding the shipped model lives in scoring.py, which imports torch
+        from logllama_tui.cli.scan import sniff_paths
+        from logllama_tui.scoring import default_model_for
+
+        name = fmt if fmt != "auto" else sniff_paths(paths, max_line_bytes)
+        found = default_model_for(name)
+        if found is None:
+            raise BadInput(f"no --model given and no shipped model for format {name}; train one "
+                           "with `logllama train FILE... --out NAME` and pass --model NAME")
+        model = str(found)
+    path = resolve_model(model)
+    meta = read_meta(path)
+    parser = LogParser.from_json(_read_json(path / "parser.json"))
+    if len(parser.vocab) != meta["vocab_size"]:
+        raise BadCheckpoint(f"{path}: the parser has {len(parser.vocab)} keys but the model "
+                            f"{meta['vocab_size']}; the checkpoint is inconsistent, retrain it")
+    return path, parser, meta
+
+
+def run(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> None:
+    """`scan` with parsing and scoring overlapped (see the module docstring)."""
+    from logllama_tui.cli.scan import (
+        Report,
+        choose_k,
+        data_settings,
+        load_labels,
+        open_sink,
+        progress_bar,
+        sequences,
+    )
+    from logllama_tui.fastscan import ScoreWorker, score_stream
+
+    path, parser, meta = open_light(kwargs["model"], paths, kwargs["fmt"], kwargs["max_line_bytes"])
+    n_keys = parser.vocab.n_keys
+    k, how = choose_k(kwargs["k"], n_keys, meta)
+    workers = [ScoreWorker(str(path), k, DetectConfig().candidates, kwargs["device"])
+               for _ in range(WORKERS)]
+    worker = workers[0]
+    sink = None
+    try:
+        fmt, window_cfg = data_settings(ctx, kwargs, meta)
+        labels = load_labels(kwargs["labels"])
+        sink = open_sink(kwargs["output"]) if kwargs["output"] else None
+        report = Report(parser, k)
+        stats = {"lines": 0}
+        with progress_bar() as bar:
+            task = bar.add_task("scanning")
+            seqs = sequences(paths, fmt, options.reader_config(kwargs), parser, window_cfg, labels,
+                             stats)
+            told = False
+            for scored in score_stream(seqs, workers, k, max(FAST_BUFFER, kwargs["batch_size"])):
+                told = told or _tell(worker, path, meta, n_keys, k, how, fmt, window_cfg)
+                report.add(scored, sink)  # type: ignore[arg-type]
+                bar.update(task, description=report.progress(stats["lines"]))
+            if not told:  # no sequence at all: a model that cannot load is still an error
+                _tell(worker, path, meta, n_keys, k, how, fmt, window_cfg)
+        if sink is not None:
+            sink.commit()
+    finally:
+        for w in workers:
+            w.close()
+        if sink is not None:
+            sink.discard()
+    report.print_summary(stats["lines"], labelled=labels is not None)
+    if kwargs["output"]:
+        click.echo(f"Wrote {report.anomalous_keys + report.anomalous_ends:,} records to "
+                   f"{kwargs['output']}", err=True)
+    if kwargs["fail_on_anomaly"] and report.anomalous_keys + report.anomalous_ends:
+        sys.exit(1)
+
+
+def _tell(worker: Any, path: Any, meta: dict[str, Any], n_keys: int, k: int, how: str, fmt: str,
+          window_cfg: Any) -> bool:
+    """The Model and K lines on stderr, once the worker says where the model runs."""
+    hello = worker.wait_ready()
+    click.echo(f"Model: {path} ({meta.get('arch', '?')}, {n_keys} keys) on "
+               f"{hello.get('device', '?')} [{hello.get('engine', '?')}]", err=True)
+    click.echo(f"K = {k} of {n_keys + 1} candidates ({how}); format {fmt}; window "
+               f"{window_cfg.mode}", err=True)
+    return True
+
+
+__all__ = ["open_light", "run"]
