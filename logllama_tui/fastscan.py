@@ -21,50 +21,22 @@ import tempfile
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from logllama_tui.config import EOS, UNK
 from logllama_tui.errors import LogLlamaError
 from logllama_tui.records import Sequence
+from logllama_tui.verdicts import Candidates
+from logllama_tui.verdicts import KeyVerdict as Verdict
+from logllama_tui.verdicts import ScoredSequence as Scored
 
 IN_FLIGHT = 3
 """Buffers sent and not yet answered before the parser waits for the scorer."""
 CACHE_KEYS = 2_000_000
 """Bound on the keys of the remembered ranked tuples (as Scorer's cache)."""
 
-Candidates = list[tuple[int, float]]
+
 Ranked = tuple[list[int], dict[int, Candidates]]
-
-
-@dataclass(slots=True)
-class Verdict:
-    """scoring.KeyVerdict's fields, without importing torch in this process."""
-
-    key: int
-    rank: int
-    anomalous: bool
-    kind: str | None = None
-    candidates: Candidates = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Scored:
-    """scoring.ScoredSequence's fields and methods (what cli/scan.Report reads)."""
-
-    seq: Sequence
-    verdicts: list[Verdict]
-    end: Verdict
-    anomalous: bool
-
-    @property
-    def max_rank(self) -> int:
-        """The worst rank in the sequence, the end included."""
-        return max([v.rank for v in self.verdicts] + [self.end.rank])
-
-    def anomalous_keys(self) -> list[tuple[int, Verdict]]:
-        """(index into seq.keys, verdict) of every flagged key (the end excluded)."""
-        return [(i, v) for i, v in enumerate(self.verdicts) if v.anomalous]
 
 
 def verdicts(seq: Sequence, ranked: Ranked, k: int, score_end: bool = True) -> Scored:

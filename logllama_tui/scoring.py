@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +20,7 @@ import torch
 from logllama_tui.config import BOS, EOS, FIRST_KEY, PAD, UNK
 from logllama_tui.errors import BadInput
 from logllama_tui.records import Sequence
-
-Candidates = list[tuple[int, float]]
-
-
-@dataclass(slots=True)
-class KeyVerdict:
-    """The verdict on one position: the true key, its rank and, when flagged, what was expected."""
-
-    key: int
-    rank: int
-    """Candidates (real keys + EOS) scored strictly higher than the true key; n_keys + 1 for UNK."""
-    anomalous: bool
-    kind: str | None = None
-    """None (normal), "unseen" (UNK: template never seen in training) or "rank" (rank >= K)."""
-    candidates: Candidates = field(default_factory=list)
-    """Top few (key, probability), most likely first; filled for anomalous keys unless asked."""
-
-
-@dataclass(slots=True)
-class ScoredSequence:
-    """A sequence with one verdict per key and one for its end (the EOS position)."""
-
-    seq: Sequence
-    verdicts: list[KeyVerdict]
-    end: KeyVerdict
-    anomalous: bool
-
-    @property
-    def max_rank(self) -> int:
-        """The worst rank in the sequence, the end included (what K must exceed to pass it)."""
-        return max([v.rank for v in self.verdicts] + [self.end.rank])
-
-    def anomalous_keys(self) -> list[tuple[int, KeyVerdict]]:
-        """(index into seq.keys, verdict) of every flagged key (the end excluded)."""
-        return [(i, v) for i, v in enumerate(self.verdicts) if v.anomalous]
+from logllama_tui.verdicts import Candidates, KeyVerdict, ScoredSequence
 
 
 def resolve_k(spec: str | int | float, n_keys: int) -> int:
