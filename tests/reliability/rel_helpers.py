@@ -35,6 +35,17 @@ def hdfs_line(step: int, block: str, t: int = 0) -> str:
     return f"{when} 42 INFO {COMPONENTS[step]}: {STEPS[step].format(b=block)}"
 
 
+def default_sigint() -> None:
+    """preexec_fn: give the child SIGINT's default disposition (Ctrl+C raises KeyboardInterrupt).
+
+    A shell starts background jobs with SIGINT ignored, and children inherit that; a test that
+    interrupts a child must not depend on how the test run itself was started.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_env(home: Path | None = None) -> dict[str, str]:
     """Environment for `python -m logllama_tui` subprocesses: one thread, unbuffered, own home."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",

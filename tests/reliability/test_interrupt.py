@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from rel_helpers import cli_env, hdfs_line
+from rel_helpers import cli_env, default_sigint, hdfs_line
 
 from logllama_tui.checkpoint import load_checkpoint, read_meta
 from logllama_tui.cli import cli
@@ -66,7 +66,7 @@ def interrupted(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         out = base / name
         procs[name] = (out, subprocess.Popen(
             [sys.executable, "-m", "logllama_tui", *train_args(data, out)], cwd=base,
-            env=cli_env(base / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            env=cli_env(base / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint))
     sent: set[str] = set()
     deadline = time.monotonic() + 300
     while len(sent) < 2 and time.monotonic() < deadline:
@@ -108,7 +108,8 @@ def test_signal_saves_a_resumable_checkpoint(interrupted: dict[str, tuple[Path, 
     meta = read_meta(out)
     assert meta["complete"] is False
     state = json.loads((out / "train_state.json").read_text())
-    assert state["progress"]["epoch"] == 1 and state["progress"]["batch"] > 0, state["progress"]
+    # saved mid-epoch, after at least one whole epoch (which epoch depends on the machine's speed)
+    assert state["progress"]["epoch"] >= 1 and state["progress"]["batch"] > 0, state["progress"]
     load_checkpoint(out)  # the best weights so far load as a model
 
 
@@ -159,7 +160,7 @@ def test_finetune_interrupted_exits_cleanly_and_leaves_no_half_checkpoint(
              "--labels", str(labels), "--episodes", "100000", "--device", "cpu", "--out", str(out),
              "--rl-fraction", "1.0"],
             cwd=tmp_path, env=cli_env(tmp_path / "home"), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True))
+            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint))
     results = {}
     for name, (out, proc) in procs.items():
         assert proc.stderr is not None
