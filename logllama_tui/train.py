@@ -350,25 +350,21 @@ def _finish(out: Path, accelerator: Any, model: Any, best_weights: dict[str, tor
 
 def _calibrate(model: Any, parser: Any, detect: dict[str, Any], val_seqs: list[Sequence], device: Any) -> dict[str, Any]:
     """The resolved K: scoring.calibrate_k on the validation slice for k=auto, else resolve_k."""
+    from logllama_tui import scoring
+
     spec = str(detect.get("k", DetectConfig().k))
-    try:
-        from logllama_tui import scoring
-    except ImportError:
-        return {"k": spec, "k_resolved": None}
     n_keys = parser.vocab.n_keys
     if spec == "auto":
-        if not val_seqs or not hasattr(scoring, "calibrate_k"):
-            return {"k": DetectConfig().k, "k_resolved": None, "note": "no validation slice to calibrate K"}
+        default = {"k": DetectConfig().k, "k_resolved": int(scoring.resolve_k(DetectConfig().k, n_keys))}
+        if not val_seqs:
+            return {**default, "note": "no validation slice to calibrate K"}
         try:
             k = scoring.calibrate_k(model, val_seqs, n_keys=n_keys, target_fpr=detect.get("target_fpr", 0.01),
                                     device=str(device))
         except BadInput as exc:  # the model is trained: keep it, with the default K and the reason
-            return {"k": DetectConfig().k, "k_resolved": int(scoring.resolve_k(DetectConfig().k, n_keys)),
-                    "note": f"k=auto failed: {exc}"}
+            return {**default, "note": f"k=auto failed: {exc}"}
         return {"k": "auto", "k_resolved": int(k)}
-    if hasattr(scoring, "resolve_k"):
-        return {"k": spec, "k_resolved": int(scoring.resolve_k(spec, n_keys))}
-    return {"k": spec, "k_resolved": None}
+    return {"k": spec, "k_resolved": int(scoring.resolve_k(spec, n_keys))}
 
 
 __all__ = ["evaluate", "get_lr", "make_accelerator", "pick_device", "set_threads", "train"]
