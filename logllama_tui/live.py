@@ -26,6 +26,7 @@ from typing import Any
 
 from .config import UNK, WindowConfig
 from .records import Line, Record
+from .windows_fixed import window_start_iso  # ids must match the ones scan reports
 
 CONTEXT_LINES = 8
 """Previous lines of its sequence kept with each verdict (the details pane shows them)."""
@@ -70,17 +71,6 @@ class LineVerdict:
             "candidates": [{"key": k, "prob": round(p, 6), "template": t}
                            for k, p, t in self.candidates],
         }
-
-
-def _iso(start: float) -> str:
-    """A time window's start as windows.py names it (ids must match the ones scan reports)."""
-    from datetime import UTC, datetime
-
-    try:
-        text = datetime.fromtimestamp(start, UTC).isoformat()
-    except (OverflowError, OSError, ValueError):
-        return f"{start:g}"
-    return text.replace("+00:00", "Z")
 
 
 class _Open:
@@ -188,7 +178,7 @@ class Tracker:
         for k in range(lo, hi + 1):
             seq = wins.get(k)
             if seq is None:  # the same ids as windows.py gives the finished windows
-                sid = name.format(rec.lineno) if name else f"{src}@{_iso(k * self.config.step_seconds)}"
+                sid = name.format(rec.lineno) if name else f"{src}@{window_start_iso(k * self.config.step_seconds)}"
                 seq = wins[k] = _Open(sid, wall)
             seq.wall = wall
             out.append(seq)

@@ -39,7 +39,7 @@ def events_to_sequence(sid: str, events: Iterable[Event]) -> Sequence:
     return seq
 
 
-def _iso(start: float) -> str:
+def window_start_iso(start: float) -> str:
     """A window start as ISO 8601 UTC, or the plain number when it is no calendar time."""
     try:
         text = datetime.fromtimestamp(start, UTC).isoformat()
@@ -135,7 +135,7 @@ class TimeWindower:
         for k in range(lo, hi + 1):
             seq = windows.get(k)
             if seq is None:
-                seq = windows[k] = Sequence(f"{source}@{_iso(k * self._s)}")
+                seq = windows[k] = Sequence(f"{source}@{window_start_iso(k * self._s)}")
             seq.keys.append(event.key)
             seq.records.append(event.record)
 

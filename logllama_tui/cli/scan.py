@@ -404,9 +404,14 @@ def command(ctx: click.Context, files: tuple[str, ...], **kwargs: Any) -> None:
     finally:
         if sink is not None:
             sink.discard()
-    report.print_summary(stats["lines"], labelled=labels is not None)
+    finish(report, stats["lines"], labels is not None, kwargs)
+
+
+def finish(report: Report, lines: int, labelled: bool, kwargs: dict[str, Any]) -> None:
+    """The summary, where the records went, and --fail-on-anomaly's exit status (both engines)."""
+    report.print_summary(lines, labelled=labelled)
+    flagged = report.anomalous_keys + report.anomalous_ends
     if kwargs["output"]:
-        click.echo(f"Wrote {report.anomalous_keys + report.anomalous_ends:,} records to "
-                   f"{kwargs['output']}", err=True)
-    if kwargs["fail_on_anomaly"] and report.anomalous_keys + report.anomalous_ends:
+        click.echo(f"Wrote {flagged:,} records to {kwargs['output']}", err=True)
+    if kwargs["fail_on_anomaly"] and flagged:
         sys.exit(1)

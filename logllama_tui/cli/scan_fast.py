@@ -6,7 +6,6 @@ this process never imports torch or transformers, so start-up costs only the par
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
@@ -52,6 +51,7 @@ def run(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> None:
         Report,
         choose_k,
         data_settings,
+        finish,
         load_labels,
         open_sink,
         progress_bar,
@@ -90,12 +90,7 @@ def run(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> None:
             w.close()
         if sink is not None:
             sink.discard()
-    report.print_summary(stats["lines"], labelled=labels is not None)
-    if kwargs["output"]:
-        click.echo(f"Wrote {report.anomalous_keys + report.anomalous_ends:,} records to "
-                   f"{kwargs['output']}", err=True)
-    if kwargs["fail_on_anomaly"] and report.anomalous_keys + report.anomalous_ends:
-        sys.exit(1)
+    finish(report, stats["lines"], labels is not None, kwargs)
 
 
 def _tell(worker: Any, path: Any, meta: dict[str, Any], n_keys: int, k: int, how: str, fmt: str,
