@@ -3,8 +3,9 @@
 
 The interrupted runs are real processes (signals need one); the reference run and the resumed runs
 go through the same click command in-process (torch is already imported here). The signal is sent
-while the second epoch is under way, so the saved state is mid-epoch (train_state.json says how far
-it got). Tolerance: the resumed run's per-epoch train and validation losses equal the reference's
+while the second epoch is under way, so the saved state is mid-epoch as a rule (train_state.json
+says how far it got; on a busy machine the signal can land on an epoch boundary, which is resumable
+too). Tolerance: the resumed run's per-epoch train and validation losses equal the reference's
 within 1e-4 (resume restores weights, AdamW moments, the RNG and the batch order, on one thread),
 the train loss of the epoch that was cut in two included.
 """
@@ -108,8 +109,11 @@ def test_signal_saves_a_resumable_checkpoint(interrupted: dict[str, tuple[Path, 
     meta = read_meta(out)
     assert meta["complete"] is False
     state = json.loads((out / "train_state.json").read_text())
-    # saved mid-epoch, after at least one whole epoch (which epoch depends on the machine's speed)
-    assert state["progress"]["epoch"] >= 1 and state["progress"]["batch"] > 0, state["progress"]
+    # saved after at least one whole epoch: mid-epoch as a rule, or on an epoch boundary when the
+    # signal lands between two epochs (which one depends on the machine's speed; the in-process
+    # test in test_train.py pins a mid-epoch cut deterministically)
+    progress = state["progress"]
+    assert progress["epoch"] >= 1 and (progress["batch"] > 0 or progress["epoch"] >= 2), progress
     load_checkpoint(out)  # the best weights so far load as a model
 
 
