@@ -192,7 +192,7 @@ def pattern_regex(pattern: str) -> tuple[list[str], re.Pattern[str]]:
     while k < len(parts):
         part = parts[k]
         if k % 2 == 0:
-            regex += re.sub(" +", r"\\s+", part)
+            regex += _literal(part)
             k += 1
             continue
         header = part.strip("<>")
@@ -204,10 +204,9 @@ def pattern_regex(pattern: str) -> tuple[list[str], re.Pattern[str]]:
             regex += f"(?P<{header}>.*)"  # the last field takes the rest of the line
         elif after and after.strip(" ") == "":
             regex += rf"(?P<{header}>\S+)"  # a field before a space is one token
-        elif after and _compiles(after):
+        elif after and _compiles(_literal(after)):
             # stop at the first place the literal after the field fits, and never come back
-            literal = re.sub(" +", r"\\s+", after)
-            regex += f"(?>(?P<{header}>.*?){literal})"
+            regex += f"(?>(?P<{header}>.*?){_literal(after)})"
             k += 1
         else:
             regex += f"(?P<{header}>.*?)"
@@ -218,6 +217,12 @@ def pattern_regex(pattern: str) -> tuple[list[str], re.Pattern[str]]:
         return headers, re.compile("^" + regex + "$")
     except re.error as exc:
         raise BadInput(f"format string {pattern!r} is not a valid pattern ({exc}); escape [ ] ( ) | as \\[ ...") from None
+
+
+def _literal(text: str) -> str:
+    """The regex for the text between two fields: runs of spaces match any whitespace, and a bare
+    `|` is a literal bar (loghub writes `\\|`; `<Time>|<Content>` means the same, never "or")."""
+    return re.sub(r"(?<!\\)\|", r"\\|", re.sub(" +", r"\\s+", text))
 
 
 def _compiles(text: str) -> bool:

@@ -102,6 +102,14 @@ def test_loghub_pattern_extracts_named_fields() -> None:
     assert (a.level, a.content, a.timestamp) == ("error", "mod_jk child workerEnv in error state 6", utc(2005, 12, 4, 4, 47, 44))
 
 
+def test_a_bare_bar_in_a_pattern_is_a_literal_bar() -> None:
+    line = "20171223-22:15:29:606|Step_LSRService|30002312|onExtend:1514038530000 14 0 4"
+    for pattern in ("<Time>|<Component>|<Pid>|<Content>", r"<Time>\|<Component>\|<Pid>\|<Content>"):
+        _, regex = pattern_regex(pattern)
+        fields = regex.match(line).groupdict()
+        assert fields["Pid"] == "30002312" and fields["Content"] == "onExtend:1514038530000 14 0 4", pattern
+
+
 def test_pattern_that_matches_none_of_the_first_lines_is_bad_input() -> None:
     fmt = get_format(r"\[<Time>\] <Content>")
     with pytest.raises(BadInput, match=r"matches none of the first 20 lines.*first line: 'plain 0'"):
