@@ -32,14 +32,24 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from logllama_tui.config import BOS, EOS, FIRST_KEY, PAD, UNK, RLConfig, to_dict
-from logllama_tui.errors import BadInput
+from logllama_tui.errors import BadCheckpoint, BadInput
 from logllama_tui.records import Sequence
+from logllama_tui.train_state import (
+    RLRun,
+    data_sha256,
+    resume_run,
+    rl_writers,
+    start_run,
+    state_json,
+    weights_sha256,
+)
 
 Labels = list[bool | None]
 """One label per target (keys + EOS): True anomalous, False normal, None no reward there."""
@@ -324,48 +334,78 @@ def rl_step(model: Any, optimizer: torch.optim.Optimizer, batch: list[Piece], n_
 
 def run_episodes(model: Any, seqs: list[Sequence], labels: list[Labels], n_keys: int, k: int,
                  cfg: RLConfig, progress: Callable[[EpisodeStats], None] | None = None,
-                 context: int = 512) -> list[EpisodeStats]:
-    """cfg.episodes seeded passes of REINFORCE over `seqs`; the model is updated in place."""
+                 context: int = 512, run: RLRun | None = None,
+                 on_interrupt: Callable[[RLRun], None] | None = None) -> list[EpisodeStats]:
+    """cfg.episodes seeded passes of REINFORCE over `seqs`; the model is updated in place.
+
+    `run` continues an interrupted run (default: `start_run`). SIGINT/SIGTERM stop the loop
+    between two batches, never inside one: `on_interrupt(run)` then sees a consistent state (the
+    caller saves it) and KeyboardInterrupt goes on up, as it does when `progress` raises it. A
+    second signal stops at once; inside a batch, which may then be half applied, nothing is
+    handed to `on_interrupt`.
+    """
+    from logllama_tui.train import _DeferredInterrupt
+
     if cfg.episodes <= 0:
         raise BadInput(f"--episodes {cfg.episodes}: RL needs at least 1 episode")
-    torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    run = run if run is not None else start_run(model, cfg)
+    p = run.progress
     model.train()
-    history: list[EpisodeStats] = []
-    for episode in range(1, cfg.episodes + 1):
-        started = time.monotonic()
-        total: dict[str, float] = {}
-        for batch in _batches(seqs, labels, cfg.batch_size, context, rng):
-            for name, value in rl_step(model, optimizer, batch, n_keys, k, cfg, generator).items():
-                total[name] = total.get(name, 0.0) + value
-        n = max(total.get("positions", 0.0), 1.0)
-        stats = EpisodeStats(
-            episode, cfg.episodes, total.get("reward", 0.0) / n,
-            total.get("hit_normal", 0.0) / max(total.get("normal", 0.0), 1.0),
-            total.get("hit_anom", 0.0) / max(total.get("anom", 0.0), 1.0),
-            total.get("entropy", 0.0) / n, total.get("loss", 0.0) / n,
-            int(total.get("positions", 0.0)), time.monotonic() - started,
-        )
-        history.append(stats)
-        if progress is not None:
-            progress(stats)
+    deferred = _DeferredInterrupt()
+    started, busy = time.monotonic(), False
+    try:
+        while p.episode < cfg.episodes:
+            started = time.monotonic() - p.seconds
+            batches = _batches(seqs, labels, cfg.batch_size, context, run.shuffle)
+            for i in range(p.batch, len(batches)):  # an interrupted episode goes on where it stopped
+                busy = True
+                for name, value in rl_step(model, run.optimizer, batches[i], n_keys, k, cfg,
+                                           run.generator).items():
+                    p.totals[name] = p.totals.get(name, 0.0) + value
+                p.batch, busy = i + 1, False
+                deferred.check()
+            busy, t = True, p.totals
+            n = max(t.get("positions", 0.0), 1.0)
+            stats = EpisodeStats(
+                p.episode + 1, cfg.episodes, t.get("reward", 0.0) / n,
+                t.get("hit_normal", 0.0) / max(t.get("normal", 0.0), 1.0),
+                t.get("hit_anom", 0.0) / max(t.get("anom", 0.0), 1.0),
+                t.get("entropy", 0.0) / n, t.get("loss", 0.0) / n,
+                int(t.get("positions", 0.0)), time.monotonic() - started,
+            )
+            p.history.append(vars(stats))
+            p.episode, p.batch, p.totals, p.seconds = p.episode + 1, 0, {}, 0.0
+            p.shuffle = state_json(run.shuffle.getstate())  # the next episode's batch order
+            busy = False
+            if progress is not None:
+                progress(stats)
+            deferred.check()
+    except KeyboardInterrupt:
+        if busy:  # a second signal: a batch or its bookkeeping may be half done, save nothing
+            raise
+        p.seconds = time.monotonic() - started if p.batch else 0.0
+        if on_interrupt is not None:
+            on_interrupt(run)
+        raise
+    finally:
+        deferred.restore()
     model.eval()
-    return history
+    return [EpisodeStats(**h) for h in p.history]
 
 
 def finetune(checkpoint: Any, sequences: list[Sequence], rl_cfg: RLConfig, out_dir: Any,
              progress: Callable[[EpisodeStats], None] | None = None,
-             labels: list[Labels] | None = None) -> Any:
+             labels: list[Labels] | None = None, resume: bool = False,
+             on_interrupt: Callable[[Path], None] | None = None) -> Any:
     """REINFORCE-finetune a copy of `checkpoint`'s model on `sequences`; save it as a NEW checkpoint.
 
     `sequences` are the RL data as chosen (see `select_rl_sequences`); `labels` gives per-position
     labels (default: `position_labels`). The input checkpoint, on disk and in memory, is untouched.
+    SIGINT/SIGTERM save the run so far to `out_dir` (unfinished: "complete": false plus
+    rl_state.*), call `on_interrupt(out_dir)` and raise KeyboardInterrupt; `resume=True`
+    continues such a run, which must have the same source model, data and settings.
     """
-    from pathlib import Path
-
-    from logllama_tui.checkpoint import Checkpoint, save_checkpoint
+    from logllama_tui.checkpoint import Checkpoint, read_meta, save_checkpoint
     from logllama_tui.scoring import model_context, resolve_k
 
     out = Path(out_dir)
@@ -378,22 +418,38 @@ def finetune(checkpoint: Any, sequences: list[Sequence], rl_cfg: RLConfig, out_d
     n_keys = int(checkpoint.meta["n_keys"])
     k = resolve_k(rl_cfg.k, n_keys)
     model = copy.deepcopy(checkpoint.model)
-    history = run_episodes(model, sequences, labels, n_keys, k, rl_cfg, progress,
-                           context=model_context(model) or 512)
     meta = {key: value for key, value in checkpoint.meta.items()
             if key not in ("format", "format_version", "logllama_version", "created")}
     previous = meta.get("rl_sids") if isinstance(meta.get("rl_sids"), list) else []
     meta["rl_sids"] = sorted(set(map(str, previous)) | {s.sid for s in sequences})
-    meta["rl"] = {
+    rl_meta = {
         **to_dict(rl_cfg), "k_resolved": k, "sequences": len(sequences),
         "anomalous_sequences": sum(1 for s in sequences if s.label),
         "source_model": str(checkpoint.path), "source_created": checkpoint.meta.get("created"),
-        "history": [vars(h) for h in history],
-        "previous": checkpoint.meta.get("rl"),
+        "source_sha256": weights_sha256(checkpoint.model),
+        "data_sha256": data_sha256(sequences, labels),
     }
-    path = save_checkpoint(out, model, checkpoint.parser, meta)
-    from logllama_tui.checkpoint import read_meta
+    run = resume_run(out, model, rl_cfg, rl_meta) if resume else start_run(model, rl_cfg)
+    for h in run.progress.history:  # the episodes a resumed run did before its interruption
+        if set(h) != {f.name for f in fields(EpisodeStats)}:
+            raise BadCheckpoint(f"{out}: the saved finetune history is not a list of episodes; "
+                                "finetune again without --resume")
+        h["episodes"] = rl_cfg.episodes  # "of how many", as this run counts them
 
+    def save(complete: bool) -> Path:
+        rl = {**rl_meta, "history": run.progress.history, "previous": checkpoint.meta.get("rl")}
+        extra = None if complete else rl_writers(model, run.optimizer, run.generator, run.progress)
+        return save_checkpoint(out, model, checkpoint.parser, {**meta, "rl": rl, "complete": complete},
+                               extra=extra)
+
+    def interrupted(_run: RLRun) -> None:
+        save(complete=False)
+        if on_interrupt is not None:
+            on_interrupt(out)
+
+    run_episodes(model, sequences, labels, n_keys, k, rl_cfg, progress,
+                 context=model_context(model) or 512, run=run, on_interrupt=interrupted)
+    path = save(complete=True)
     return Checkpoint(path=path, model=model, parser=checkpoint.parser, meta=read_meta(path))
 
 

@@ -143,3 +143,141 @@ def test_model_without_parser_state_and_out_equal_to_input(setup, tmp_path: Path
                      str(tmp_path / "x")], tmp_path), "parser.json is missing")
     _one_error(_run([str(log), "--model", str(model), "--labels", str(lab), "--out", str(model)],
                     tmp_path), "never overwrites")
+
+
+# -- interrupting and resuming ----------------------------------------------------------------
+TOL = 1e-4
+"""Per-episode metrics of a resumed run vs an uninterrupted one (one thread: equal in practice)."""
+RL_ARGS = ["--episodes", "3", "--rl-fraction", "1.0", "--lr", "0.01", "--batch-size", "1"]
+
+
+def _args(setup: tuple[Path, Path, Path], out: Path, *extra: str) -> list[str]:
+    log, lab, model = setup
+    return [str(log), "--model", str(model), "--labels", str(lab), *RL_ARGS, "--out", str(out), *extra]
+
+
+def _history(out: Path) -> list[dict[str, float]]:
+    meta = json.loads((out / "logllama.json").read_text())
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in meta["rl"]["history"]]
+
+
+def _tree(path: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(path.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def reference(setup, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reference") / "rl"
+    result = _run(_args(setup, out), out.parent)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def cut(setup, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A run that got SIGINT while its 6th batch ran: 4 batches an episode, so episode 2, batch 2."""
+    import signal
+
+    from logllama_tui import rl
+
+    out = tmp_path_factory.mktemp("cut") / "rl"
+    source = _tree(setup[2])
+    real, calls = rl.rl_step, []
+
+    def step(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 6:
+            signal.raise_signal(signal.SIGINT)  # noted now, acted on once this batch is applied
+        return real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rl, "rl_step", step)
+        result = _run(_args(setup, out), out.parent)
+    assert _tree(setup[2]) == source  # the input model is never written to
+    return out, result
+
+
+def test_interrupt_saves_a_resumable_run(cut: tuple[Path, object]) -> None:
+    from logllama_tui.checkpoint import load_checkpoint
+
+    out, result = cut
+    assert result.exit_code == 130, result.output  # type: ignore[attr-defined]
+    err = result.stderr  # type: ignore[attr-defined]
+    assert f"continue it with --resume --out {out}" in err and err.strip().endswith("Interrupted.")
+    assert "Traceback" not in err and "episode 1/3" in err and "episode 2/3" not in err
+    meta = json.loads((out / "logllama.json").read_text())
+    assert meta["complete"] is False and len(meta["rl"]["history"]) == 1
+    state = json.loads((out / "rl_state.json").read_text())
+    assert (state["progress"]["episode"], state["progress"]["batch"]) == (1, 2)
+    assert not list(out.glob("*.pt")) and (out / "rl_state.safetensors").is_file()
+    load_checkpoint(out)  # the weights so far load as a model
+
+
+def test_resume_reaches_the_uninterrupted_result(setup, cut: tuple[Path, object], reference: Path,
+                                                 tmp_path: Path) -> None:
+
+    from logllama_tui.checkpoint import load_checkpoint
+
+    out = tmp_path / "rl"
+    shutil.copytree(cut[0], out)
+    result = _run(_args(setup, out, "--resume"), tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "episode 1/3" not in result.stderr and "episode 3/3" in result.stderr
+    got, want = _history(out), _history(reference)
+    assert len(got) == len(want) == 3
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys() and all(abs(g[k] - w[k]) <= TOL for k in g), (got, want)
+    a, b = load_checkpoint(out).model.state_dict(), load_checkpoint(reference).model.state_dict()
+    assert max(float((a[n] - b[n]).abs().max()) for n in a) <= TOL
+    meta = json.loads((out / "logllama.json").read_text())
+    assert meta["complete"] is True and not (out / "rl_state.json").exists()
+    assert meta["rl_sids"] == json.loads((reference / "logllama.json").read_text())["rl_sids"]
+
+
+@pytest.mark.parametrize(("case", "needle"), [
+    ("fresh", "nothing to resume"),
+    ("settings", "--lr 0.01 (now 0.02); --seed 0 (now 3)"),
+    ("data", "other RL sequences than now"),
+    ("episodes", "has started episode 2; give --episodes 2 or more"),
+    ("finished", "already finished"),
+    ("no state", "has lost its finetune state"),
+    ("train run", "holds no unfinished finetune run"),
+    ("corrupt", "rl_state.json is corrupt"),
+])
+def test_resume_refuses_what_it_cannot_continue(setup, cut: tuple[Path, object], reference: Path,
+                                               tmp_path: Path, case: str, needle: str) -> None:
+    out = tmp_path / "rl"
+    shutil.copytree(reference if case == "finished" else cut[0], out)
+    args = _args(setup, out, "--resume")
+    if case == "fresh":
+        shutil.rmtree(out)
+    elif case == "settings":
+        args += ["--lr", "0.02", "--seed", "3"]
+    elif case == "data":
+        lab = tmp_path / "labels.csv"
+        lab.write_text(setup[1].read_text().replace("blk_1030,Anomaly", "blk_1030,Normal"))
+        args[args.index("--labels") + 1] = str(lab)
+    elif case == "episodes":
+        args += ["--episodes", "1"]
+    elif case == "no state":
+        (out / "rl_state.json").unlink()
+    elif case == "train run":  # an unfinished `logllama train` run is not ours to continue
+        meta = json.loads((out / "logllama.json").read_text())
+        (out / "logllama.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "rl"}))
+    elif case == "corrupt":
+        state = json.loads((out / "rl_state.json").read_text())
+        state["progress"]["shuffle"][1][0] = -1
+        (out / "rl_state.json").write_text(json.dumps(state))
+    before = _tree(out) if out.exists() else None
+    _one_error(_run(args, tmp_path), needle)
+    assert (_tree(out) if out.exists() else None) == before
+
+
+def test_an_unfinished_out_without_resume_is_replaced(setup, cut: tuple[Path, object],
+                                                     reference: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rl"
+    shutil.copytree(cut[0], out)
+    result = _run(_args(setup, out), tmp_path)
+    assert result.exit_code == 0, result.output
+    assert f"Note: {out} holds an unfinished run (--resume continues it)" in result.stderr
+    assert _history(out) == _history(reference) and not (out / "rl_state.json").exists()

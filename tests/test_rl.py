@@ -282,3 +282,120 @@ def test_focus_worst_rewards_one_position_of_an_anomalous_sequence() -> None:
     piece = ((1, 4, 5, 6), (4, 5, 6, EOS), (True, True, True, True), 1)
     stats = rl_step(model, torch.optim.SGD(model.parameters(), lr=0.0), [piece], 4, 2, cfg)
     assert stats["positions"] == 1.0 and stats["anom"] == 1.0
+
+
+# -- interrupted runs -------------------------------------------------------------------------
+def _source(tmp_path: Path) -> object:
+    """A tiny untrained checkpoint over 4 keys, saved and loaded back."""
+    from logllama_tui.checkpoint import load_checkpoint, save_checkpoint
+    from logllama_tui.model import build_model
+    from logllama_tui.parser import LogParser
+
+    parser = LogParser()
+    for text in ("open file 1", "read block 2", "close file 3", "error disk 4"):
+        parser.learn(Record(source="x", lineno=1, text=text, content=text))
+    mcfg = ModelConfig(n_layers=1, n_heads=2, hidden=16, head_dim=8, intermediate=32, max_positions=64)
+    torch.manual_seed(0)
+    meta = {"arch": "llama", "model_config": to_dict(mcfg), "train_config": {},
+            "n_keys": parser.vocab.n_keys, "vocab_size": len(parser.vocab)}
+    return load_checkpoint(save_checkpoint(tmp_path / "src", build_model(mcfg, len(parser.vocab)),
+                                           parser, meta))
+
+
+RL_SEQS = [_seq(f"n{i}", [4 + (i * j) % 3 for j in range(2 + i % 4)], False) for i in range(12)] + \
+    [_seq(f"a{i}", [4, 7, 6][: 1 + i], True) for i in range(3)]
+
+
+def test_a_run_stopped_between_episodes_resumes_to_the_same_model(tmp_path: Path) -> None:
+    """The sampled action draws from the saved generator, so both RNGs are checked here."""
+    ckpt = _source(tmp_path)
+    cfg = RLConfig(episodes=3, k="2", lr=1e-2, batch_size=2, action="sampled")
+    whole = finetune(ckpt, RL_SEQS, cfg, tmp_path / "whole")
+
+    def stop(st: object) -> None:
+        if st.episode == 1:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    saved: list[Path] = []
+    with pytest.raises(KeyboardInterrupt):
+        finetune(ckpt, RL_SEQS, cfg, tmp_path / "cut", progress=stop, on_interrupt=saved.append)
+    assert saved == [tmp_path / "cut"]
+    resumed = finetune(ckpt, RL_SEQS, cfg, tmp_path / "cut", resume=True)
+    for name, tensor in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], tensor), name
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in whole.meta["rl"]["history"]]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.meta["rl"]["history"]] == strip
+    with pytest.raises(BadInput, match="already finished"):
+        finetune(ckpt, RL_SEQS, cfg, tmp_path / "cut", resume=True)
+
+
+def _tensors_without(key: str) -> object:
+    def change(run: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(run / "rl_state.safetensors"))
+        del tensors[key]
+        save_file(tensors, str(run / "rl_state.safetensors"))
+    return change
+
+
+def _scalars(edit: object) -> object:
+    def change(run: Path) -> None:
+        import json
+
+        state = json.loads((run / "rl_state.json").read_text())
+        new = edit(state)  # type: ignore[operator]
+        (run / "rl_state.json").write_text(json.dumps(state if new is None else new))
+    return change
+
+
+RL_STATE_CASES = {
+    "version 2": _scalars(lambda s: s.update(version=2)),
+    "not an object": _scalars(lambda s: [s]),
+    "progress extra key": _scalars(lambda s: s["progress"].update({"py/object": "os.system"})),
+    "batch a string": _scalars(lambda s: s["progress"].update(batch="2")),
+    "totals a list": _scalars(lambda s: s["progress"].update(totals=[1.0])),
+    "history longer than the episodes": _scalars(lambda s: s["progress"]["history"].append({})),
+    "shuffle too short": _scalars(lambda s: s["progress"]["shuffle"][1].pop()),
+    "lr null": _scalars(lambda s: s["param_groups"][0].update(lr=None)),
+    "no sampler state": _tensors_without("rng.sample"),
+    "no moments": _tensors_without("optim.0.exp_avg"),
+}
+
+
+@pytest.mark.parametrize("case", list(RL_STATE_CASES))
+def test_a_tampered_rl_state_is_refused(tmp_path: Path, case: str) -> None:
+    from logllama_tui.errors import BadCheckpoint
+
+    ckpt, cfg = _source(tmp_path), RLConfig(episodes=2, k="2", lr=1e-2, batch_size=2)
+
+    def stop(st: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(ckpt, RL_SEQS, cfg, tmp_path / "cut", progress=stop)
+    RL_STATE_CASES[case](tmp_path / "cut")  # type: ignore[operator]
+    with pytest.raises(BadCheckpoint, match="rl_state|finetune state"):
+        finetune(ckpt, RL_SEQS, cfg, tmp_path / "cut", resume=True)
+
+
+def test_a_second_signal_inside_a_batch_saves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first signal waits for the batch; a second one stops it midway, and then no state is
+    handed on (the batch may be half applied)."""
+    import signal
+
+    from logllama_tui import rl
+
+    real = rl.rl_step
+
+    def step(*args: object, **kwargs: object) -> object:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)  # raises KeyboardInterrupt here, inside the batch
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rl, "rl_step", step)
+    saved: list[Path] = []
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_source(tmp_path), RL_SEQS, RLConfig(episodes=2, k="2", batch_size=2),
+                 tmp_path / "rl", on_interrupt=saved.append)
+    assert saved == [] and not (tmp_path / "rl").exists()

@@ -63,6 +63,9 @@ NO_LABELS = (
 @options.device_option()
 @click.option("--out", required=True, metavar="NAME_OR_DIR",
               help="Where the finetuned model goes (a new checkpoint; the input is never changed).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run that SIGINT/SIGTERM interrupted in --out (same model, data and "
+              "options; it ends as the uninterrupted run would).")
 @click.pass_context
 def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
     """Finetune a trained model with REINFORCE and the Top-K reward (the paper's third stage).
@@ -70,12 +73,14 @@ def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
     The reward needs labels: a BlockId,Label CSV, inline BGL/Thunderbird labels, or marks
     people made in `logllama tail`. By default RL uses a seeded share (--rl-fraction) of the
     labelled sequences the model did not train or validate on; they are recorded in the new
-    checkpoint and `logllama eval` excludes them.
+    checkpoint and `logllama eval` excludes them. Ctrl+C or SIGTERM saves the run so far in
+    --out; --resume continues it.
 
     \b
     Examples:
       logllama finetune HDFS.log --labels anomaly_label.csv --model hdfs --out hdfs-rl
       logllama finetune BGL.log --model bgl --episodes 5 --out bgl-rl
+      logllama finetune BGL.log --model bgl --episodes 5 --out bgl-rl --resume   # after Ctrl+C
       logllama finetune /var/log/app.log --model app --feedback ~/.local/share/logllama/feedback/app.jsonl --out app-rl
       logllama eval --compare hdfs hdfs-rl HDFS.log --labels anomaly_label.csv
     """
@@ -89,6 +94,7 @@ def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
     from logllama_tui.feedback import model_fingerprint, read_feedback
     from logllama_tui.pipeline import collect_sequences
     from logllama_tui.rl import feedback_labels, finetune, position_labels, select_rl_sequences
+    from logllama_tui.train_state import RL_SCALARS, resumable
 
     if kwargs["episodes"] <= 0:
         raise BadInput(f"--episodes {kwargs['episodes']}: RL needs at least 1 episode (e.g. --episodes 10)")
@@ -99,6 +105,12 @@ def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
     out = out_path(kwargs["out"])
     if out.exists() and not (out / "logllama.json").is_file() and (not out.is_dir() or any(out.iterdir())):
         raise BadInput(f"--out {out} exists and is not a logllama checkpoint; choose another name")
+    if kwargs["resume"]:
+        resumable(out)  # nothing to resume fails before the model and the data are read
+    elif (out / "logllama.json").is_file():
+        unfinished = (out / RL_SCALARS).is_file()
+        click.echo(f"Note: {out} holds an {'unfinished run (--resume continues it)' if unfinished else 'existing model'}"
+                   "; it is replaced when this run ends or is interrupted", err=True)
     marks = None
     if kwargs["feedback"]:
         read_feedback(kwargs["feedback"])  # a malformed file fails before the model loads
@@ -161,11 +173,16 @@ def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
     import signal
 
     def _sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # reported like Ctrl+C: "Interrupted.", status 130, --out untouched
+        raise KeyboardInterrupt  # reported like Ctrl+C: "Interrupted.", status 130
 
-    old_handler = signal.signal(signal.SIGTERM, _sigterm)
+    def interrupted(path: Any) -> None:
+        console.print(f"Interrupted: the run so far is in {path}; continue it with --resume "
+                      f"--out {path}", highlight=False, markup=False, soft_wrap=True)
+
+    old_handler = signal.signal(signal.SIGTERM, _sigterm)  # the episodes save first (rl.run_episodes)
     try:
-        result = finetune(ckpt, rl_seqs, cfg, out, progress=progress, labels=rl_labels)
+        result = finetune(ckpt, rl_seqs, cfg, out, progress=progress, labels=rl_labels,
+                          resume=kwargs["resume"], on_interrupt=interrupted)
     finally:
         signal.signal(signal.SIGTERM, old_handler)
     click.echo(f"Saved finetuned model to {result.path} (from {ckpt.path}; {len(rl_seqs)} RL "

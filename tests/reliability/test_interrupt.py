@@ -1,5 +1,5 @@
-"""Interrupted training: SIGINT/SIGTERM during `logllama train` saves a resumable checkpoint, and
-`--resume` ends where an uninterrupted run with the same seed ends.
+"""Interrupted training: SIGINT/SIGTERM during `logllama train` or `logllama finetune` saves a
+resumable checkpoint, and `--resume` ends where an uninterrupted run with the same seed ends.
 
 The interrupted runs are real processes (signals need one); the reference run and the resumed runs
 go through the same click command in-process (torch is already imported here). The signal is sent
@@ -7,7 +7,9 @@ while the second epoch is under way, so the saved state is mid-epoch as a rule (
 says how far it got; on a busy machine the signal can land on an epoch boundary, which is resumable
 too). Tolerance: the resumed run's per-epoch train and validation losses equal the reference's
 within 1e-4 (resume restores weights, AdamW moments, the RNG and the batch order, on one thread),
-the train loss of the epoch that was cut in two included.
+the train loss of the epoch that was cut in two included. For finetune the same 1e-4 holds for
+every per-episode metric (mean reward, Top-K hits, entropy, loss) and for the final weights (resume
+restores weights, AdamW moments, the episode's batch order and position, both RNGs).
 """
 
 from __future__ import annotations
@@ -136,11 +138,13 @@ def test_resume_reaches_the_uninterrupted_result(interrupted: dict[str, tuple[Pa
 
 
 def rl_inputs(d: Path) -> tuple[Path, Path]:
-    """A labelled log for finetuning the tiny model: every 5th block anomalous (skips a step)."""
+    """A labelled log for finetuning the tiny model: sessions of varied shape (a dozen distinct
+    ones, so an episode is several batches), every 5th anomalous (it skips a step)."""
     rng = random.Random(5)
     lines, labels, t = [], ["BlockId,Label"], 0
     for b in range(300):
-        steps = [0, 1, 2, 3] if b % 5 else [0, 2, 3]
+        middle = [1] * rng.randint(1, 4) + [2] * rng.randint(1, 3)
+        steps = [0, *middle, 3] if b % 5 else [0, *middle[-1:], 3]
         for s in steps:
             lines.append(hdfs_line(s, f"blk_{b}", t))
             t += rng.randint(0, 1)
@@ -150,40 +154,90 @@ def rl_inputs(d: Path) -> tuple[Path, Path]:
     return d / "rl.log", d / "rl_labels.csv"
 
 
-@pytest.mark.slow
-def test_finetune_interrupted_exits_cleanly_and_leaves_no_half_checkpoint(
-        tiny_ckpt: Path, tmp_path: Path) -> None:
-    """SIGINT and SIGTERM during `logllama finetune`: exit 130 with `Interrupted.` and no traceback;
-    --out is absent or a loadable checkpoint. (finetune has no --resume: see the README.)"""
-    log, labels = rl_inputs(tmp_path)
+def finetune_args(ckpt: Path, log: Path, labels: Path, out: Path, episodes: int) -> list[str]:
+    return ["finetune", str(log), "--model", str(ckpt), "--labels", str(labels), "--episodes",
+            str(episodes), "--device", "cpu", "--out", str(out), "--rl-fraction", "1.0",
+            "--batch-size", "2", "--lr", "0.003", "--k", "2", "--action", "sampled"]  # metrics move
+
+
+def rl_history(out: Path) -> list[dict[str, float]]:
+    """Per-episode metrics (all but the wall time and the "of how many")."""
+    return [{k: v for k, v in h.items() if k not in ("seconds", "episodes")}
+            for h in read_meta(out)["rl"]["history"]]
+
+
+@pytest.fixture(scope="module")
+def rl_interrupted(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory
+                   ) -> dict[str, tuple[Path, int, str]]:
+    """`logllama finetune` with endless episodes, SIGINT / SIGTERM once an episode is done:
+    (out dir, exit status, stderr) each. The two processes run in parallel."""
+    base = tmp_path_factory.mktemp("rl-interrupted")
+    log, labels = rl_inputs(base)
     procs = {}
     for name in ("SIGINT", "SIGTERM"):
-        out = tmp_path / f"rl-{name}"
+        out = base / f"rl-{name}"
         procs[name] = (out, subprocess.Popen(
-            [sys.executable, "-m", "logllama_tui", "finetune", str(log), "--model", str(tiny_ckpt),
-             "--labels", str(labels), "--episodes", "100000", "--device", "cpu", "--out", str(out),
-             "--rl-fraction", "1.0"],
-            cwd=tmp_path, env=cli_env(tmp_path / "home"), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint))
+            [sys.executable, "-m", "logllama_tui", *finetune_args(tiny_ckpt, log, labels, out, 100000)],
+            cwd=base, env=cli_env(base / "home"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, preexec_fn=default_sigint))
+    seen: dict[str, list[str]] = {}
+    for name, (_out, proc) in procs.items():
+        assert proc.stderr is not None
+        seen[name] = []
+        for line in proc.stderr:  # wait until RL episodes are running
+            seen[name].append(line)
+            if line.startswith("episode "):
+                break
+        proc.send_signal(getattr(signal, name))  # both before waiting: the later cut stays early
     results = {}
     for name, (out, proc) in procs.items():
-        assert proc.stderr is not None
-        seen = []
-        deadline = time.monotonic() + 240
-        for line in proc.stderr:  # wait until RL episodes are running
-            seen.append(line)
-            if line.startswith("episode ") or time.monotonic() > deadline:
-                break
-        proc.send_signal(getattr(signal, name))
         try:
-            _, rest = proc.communicate(timeout=60)
+            _, rest = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, rest = proc.communicate()
-        results[name] = (out, proc.returncode, "".join(seen) + rest)
-    for name, (out, rc, err) in results.items():
-        assert any(ln.startswith("episode ") for ln in err.splitlines()), err
-        assert "Traceback" not in err, err
-        assert (rc, err.strip().splitlines()[-1]) == (130, "Interrupted."), (name, rc, err[-800:])
-        if out.exists():
-            load_checkpoint(out)
+        results[name] = (out, proc.returncode, "".join(seen[name]) + rest)
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_finetune_signal_saves_a_resumable_run(rl_interrupted: dict[str, tuple[Path, int, str]],
+                                               tiny_ckpt: Path, sig: str) -> None:
+    out, rc, err = rl_interrupted[sig]
+    assert any(ln.startswith("episode ") for ln in err.splitlines()), err
+    assert "Traceback" not in err, err
+    assert (rc, err.strip().splitlines()[-1]) == (130, "Interrupted."), (rc, err[-800:])
+    assert f"continue it with --resume --out {out}" in err, err
+    meta = read_meta(out)
+    assert meta["complete"] is False and meta["rl"]["source_model"] == str(tiny_ckpt)
+    # the signal may land anywhere after the first episode: mid-episode or on a boundary
+    progress = json.loads((out / "rl_state.json").read_text())["progress"]
+    assert progress["episode"] >= 1 and len(meta["rl"]["history"]) == progress["episode"], progress
+    load_checkpoint(out)  # the weights so far load as a model
+
+
+@pytest.mark.slow
+def test_finetune_resume_reaches_the_uninterrupted_result(
+        rl_interrupted: dict[str, tuple[Path, int, str]], tiny_ckpt: Path, tmp_path: Path) -> None:
+    """Both interrupted runs resume with --episodes two past the later cut (--resume may change
+    the count: the episodes done do not depend on it) and match one uninterrupted run."""
+    episodes = 2 + max(json.loads((out / "rl_state.json").read_text())["progress"]["episode"]
+                       for out, _, _ in rl_interrupted.values())
+    log, labels = rl_inputs(tmp_path)
+    ref = tmp_path / "ref"
+    result = CliRunner().invoke(cli, finetune_args(tiny_ckpt, log, labels, ref, episodes))
+    assert result.exit_code == 0, (result.output, result.exception)
+    want = rl_history(ref)
+    ref_weights = load_checkpoint(ref).model.state_dict()
+    for out, _, _ in rl_interrupted.values():
+        result = CliRunner().invoke(cli, [*finetune_args(tiny_ckpt, log, labels, out, episodes),
+                                          "--resume"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        got = rl_history(out)
+        assert len(got) == len(want) == episodes
+        for g, w in zip(got, want, strict=True):
+            assert g.keys() == w.keys() and all(abs(g[k] - w[k]) <= TOL for k in g), (g, w)
+        weights = load_checkpoint(out).model.state_dict()
+        assert max(float((weights[n] - t).abs().max()) for n, t in ref_weights.items()) <= TOL
+        assert read_meta(out)["complete"] is True and not (out / "rl_state.json").exists()
