@@ -141,8 +141,14 @@ def topk_log_policy(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def sample_actions(log_policy: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """[B,T] one key per position drawn from pi (given as log-probabilities [B,T,V])."""
+    """[B,T] one key per position drawn from pi (given as log-probabilities [B,T,V]).
+
+    The draw happens on the generator's device (a CPU generator for a model on CUDA: the same
+    draws on either, and multinomial refuses a generator from another device)."""
     probs = log_policy.exp().reshape(-1, log_policy.shape[-1])
+    if generator is not None and generator.device != probs.device:
+        drawn = torch.multinomial(probs.to(generator.device), 1, generator=generator)
+        return drawn.to(log_policy.device).reshape(log_policy.shape[:-1])
     return torch.multinomial(probs, 1, generator=generator).reshape(log_policy.shape[:-1])
 
 
