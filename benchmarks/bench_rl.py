@@ -69,6 +69,9 @@ VARIANTS = {
     "paper": "--anomalous-hit-reward 1 --anomalous-focus all --lr 3e-5",
     "signed": "--anomalous-hit-reward -1 --anomalous-focus all --lr 1e-4",
     "focused": "--anomalous-hit-reward -1 --anomalous-focus worst --lr 3e-5",
+    # the same with K = 10% of the keys during RL (detection keeps the checkpoint's K): at the
+    # detection K every BGL RL position was already a hit, so the reward had nothing to teach
+    "focused-k10": "--anomalous-hit-reward -1 --anomalous-focus worst --lr 3e-5 --k 0.1",
 }
 """RL settings compared (besides the defaults shared by both): see docs/rl.md."""
 
