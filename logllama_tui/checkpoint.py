@@ -290,14 +290,22 @@ def load_checkpoint(name_or_path: str | os.PathLike[str], device: str = "cpu") -
     with torch.no_grad():
         model.load_state_dict(weights, strict=True)
     model.to(device).eval()
-    trained = (meta.get("split") or {}).get("train_keys")
-    if trained is not None:
-        if not isinstance(trained, list) or not all(
-                isinstance(k, int) and not isinstance(k, bool) and 0 <= k < vocab_size for k in trained):
-            raise BadCheckpoint(f"{path / 'logllama.json'}: split.train_keys must be a list of "
-                                f"keys below {vocab_size}; the file was edited or is corrupt, retrain")
-        parser.restrict_to(trained)
+    restrict_to_trained(parser, meta, path)
     return Checkpoint(path=path, model=model, parser=parser, meta=meta)
+
+
+def restrict_to_trained(parser: Any, meta: dict[str, Any], path: Path) -> None:
+    """Make keys that never occurred in a training sequence unseen (UNK) for `parser`, as every
+    engine that loads a checkpoint must (torch-free: the two-core scan's parent calls it too)."""
+    trained = (meta.get("split") or {}).get("train_keys")
+    if trained is None:
+        return
+    size = len(parser.vocab)
+    if not isinstance(trained, list) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 0 <= k < size for k in trained):
+        raise BadCheckpoint(f"{path / 'logllama.json'}: split.train_keys must be a list of "
+                            f"keys below {size}; the file was edited or is corrupt, retrain")
+    parser.restrict_to(trained)
 
 
 # -- the model list -------------------------------------------------------------------------

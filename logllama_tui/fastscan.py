@@ -1,18 +1,21 @@
-"""The two-core `scan`: this process reads, parses and windows; child processes score.
+"""The two-core `scan`: this process reads, parses and windows; a child process scores.
 
 Parsing (drain3 masking) and scoring (the model) each fill a core, so they run side by side: the
-parent never imports torch or transformers (seconds saved), streams each finished sequence's key
-tuple to the workers (`python -m logllama_tui.fastscan`, torch threads = 1 each; two, so a burst of
-sequences closing at once, as sessions do at the end of a file, uses both cores), and turns the
-ranks that come back into the same verdicts `Scorer` gives. The worker runs the lean llama forward (lean.py)
-over distinct tuples in sorted lanes that share prefixes (prefix.LaneScorer). The two talk through
-pipes in length-prefixed JSON frames: nothing is pickled.
+parent never imports torch or transformers (seconds saved). It streams to the worker (`python -m
+logllama_tui.fastscan_worker`, torch threads = 1) the keys that open sequences gain as lines arrive
+(`Grower`, every TICK_LINES lines) and, when sequences close, their key tuples; the worker keeps a
+trie of every distinct prefix with its K/V (prefix.PrefixTrie), runs new prefixes while the parser
+goes on, and answers a closed tuple from its nodes (only what it has not seen yet runs). The model
+is causal and Scorer's slices are fixed, so a prefix's ranks are final before its sequence closes:
+on a file whose sessions all stay open to the end, the scoring is done with the parsing. The parent
+turns the ranks into the same verdicts `Scorer` gives. Models the trie cannot run (the LSTM, GPUs,
+llama configs the lean forward does not reproduce) get Scorer in two workers instead, fed only at
+the close. The processes talk through pipes in length-prefixed JSON frames: nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import queue
 import struct
 import subprocess
@@ -32,6 +35,8 @@ from logllama_tui.verdicts import ScoredSequence as Scored
 
 IN_FLIGHT = 3
 """Buffers sent and not yet answered before the parser waits for the scorer."""
+TICK_LINES = 10_000
+"""Lines parsed between two reports of what open sequences gained (~0.3 s of parsing)."""
 CACHE_KEYS = 2_000_000
 """Bound on the keys of the remembered ranked tuples (as Scorer's cache)."""
 
@@ -82,8 +87,8 @@ class ScoreWorker:
     def __init__(self, model_path: str, k: int, n_candidates: int, device: str = "auto") -> None:
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logllama_tui.fastscan", model_path, str(k), str(n_candidates),
-             device], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+            [sys.executable, "-m", "logllama_tui.fastscan_worker", model_path, str(k),
+             str(n_candidates), device], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
         self.answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._reader = threading.Thread(target=self._read, name="scan-results", daemon=True)
         self._reader.start()
@@ -96,6 +101,26 @@ class ScoreWorker:
             self.answers.put(frame)
             if frame is None:
                 return
+
+    def grow(self, grown: list[list[int]], dropped: list[int]) -> None:
+        """Tell a trie worker what open sequences gained ([tag, keys...]) and which closed."""
+        assert self.proc.stdin is not None
+        try:
+            write_frame(self.proc.stdin, {"grow": grown, "drop": dropped})
+        except BrokenPipeError:
+            self._fail(None)
+
+    def poll_hello(self) -> dict[str, Any] | None:
+        """The worker's description if it has loaded the model, without waiting."""
+        if self.hello is None:
+            try:
+                frame = self.answers.get_nowait()
+            except queue.Empty:
+                return None
+            if frame is None or "error" in frame:
+                self._fail(frame)
+            self.hello = frame["hello"]
+        return self.hello
 
     def send(self, tuples: list[tuple[int, ...]]) -> None:
         """Ask for the ranks of these tuples (answered in the order asked)."""
@@ -118,7 +143,7 @@ class ScoreWorker:
             return self.receive(block)
         cands: list[dict[int, Candidates]] = [{} for _ in frame["ranks"]]
         for i, j, cs in frame["cands"]:
-            cands[i][j] = [(int(c), float(p)) for c, p in cs]
+            cands[i][j] = list(map(tuple, cs))  # JSON gave [key, prob] pairs: ints and floats
         return list(zip(frame["ranks"], cands, strict=True))
 
     def wait_ready(self) -> dict[str, Any]:
@@ -132,6 +157,12 @@ class ScoreWorker:
 
     def _fail(self, frame: Any) -> None:
         self.close()
+        if not (frame and "error" in frame):  # a broken pipe: the worker may have said why
+            self._reader.join(timeout=5)
+            while not self.answers.empty():
+                frame = self.answers.get()
+                if frame and "error" in frame:
+                    break
         if frame and "error" in frame:
             raise LogLlamaError(frame["error"])
         self.err.seek(0)
@@ -152,13 +183,63 @@ class ScoreWorker:
         self.err.close()
 
 
+class Grower:
+    """Sends a trie worker the keys open sequences gained since the last tick, and their closes."""
+
+    def __init__(self, worker: ScoreWorker) -> None:
+        self.worker = worker
+        self.live: dict[str, list[Any]] = {}
+        """sid -> [its open Sequence, tag, keys seen at the last tick]."""
+        self.dropped: list[int] = []
+        self._tags = 0
+        self.active = True
+        """False once the worker says it does not grow (a Scorer engine)."""
+
+    def tick(self, touched: Iterable[Sequence]) -> None:
+        """`touched`: open sequences, most recently fed first (stops at the first one unchanged)."""
+        hello = self.worker.poll_hello()
+        if hello is not None and not hello.get("grows"):
+            self.active = False
+        if not self.active:
+            return
+        limit = (hello or {}).get("context") or 1 << 62  # keys past the trie's depth are not sent
+        grown = []
+        for seq in touched:
+            st = self.live.get(seq.sid)
+            if st is None or st[0] is not seq:
+                if st is not None:
+                    self.dropped.append(st[1])
+                st = self.live[seq.sid] = [seq, self._tags, 0]
+                self._tags += 1
+            n = len(seq.keys)
+            if n == st[2]:
+                break  # the sessions fed before the last tick all lie behind this one
+            lo, hi = min(st[2], limit), min(n, limit)
+            if hi > lo:
+                grown.append([st[1], *seq.keys[lo:hi]])
+            st[2] = n
+        if grown or self.dropped:
+            self.worker.grow(grown, self.dropped)
+            self.dropped = []
+
+    def closed(self, seqs: Iterable[Sequence]) -> Iterator[Sequence]:
+        """Pass finished sequences on, noting the closes of the ones that were growing."""
+        for seq in seqs:
+            st = self.live.get(seq.sid)
+            if st is not None and st[0] is seq:
+                del self.live[seq.sid]
+                self.dropped.append(st[1])
+            yield seq
+
+
 def score_stream(seqs: Iterable[Sequence], workers: list[ScoreWorker], k: int, buffer: int = 1024,
-                 in_flight: int = IN_FLIGHT) -> Iterator[list[Scored]]:
+                 in_flight: int = IN_FLIGHT, prepare: Any = None) -> Iterator[list[Scored]]:
     """Scored buffers, in input order, while the workers score ahead of the parser.
 
     Each buffer's new distinct tuples are sorted and cut into one contiguous share per worker
     (neighbours share prefixes), so a burst (session windows all close at the end of a file)
-    keeps every worker busy while this process waits.
+    keeps every worker busy while this process waits. `prepare()` runs before the first buffer
+    goes out (it may add workers to the list).
     """
     cache: OrderedDict[tuple[int, ...], Ranked] = OrderedDict()
     held = 0
@@ -167,6 +248,10 @@ def score_stream(seqs: Iterable[Sequence], workers: list[ScoreWorker], k: int, b
     pending: deque[tuple[list[Sequence], list[tuple[ScoreWorker, list[tuple[int, ...]]]]]] = deque()
 
     def submit(batch: list[Sequence]) -> None:
+        nonlocal prepare
+        if prepare is not None:
+            prepare()
+            prepare = None
         todo = sorted(dict.fromkeys(t for t in (tuple(s.keys) for s in batch)
                                     if t not in cache and t not in asked))
         asked.update(todo)
@@ -226,76 +311,5 @@ def score_stream(seqs: Iterable[Sequence], workers: list[ScoreWorker], k: int, b
         yield done
 
 
-# -- child side -------------------------------------------------------------------------------
-def worker_main(argv: list[str]) -> int:
-    """`python -m logllama_tui.fastscan MODEL K N_CANDIDATES DEVICE`: rank tuples from stdin."""
-    import torch
-
-    out, inp = sys.stdout.buffer, sys.stdin.buffer
-    try:
-        path, k, n_cand, device = argv[0], int(argv[1]), int(argv[2]), argv[3]
-        torch.set_num_threads(1)  # the other core parses
-        rank, hello = _open_ranker(path, k, n_cand, device)
-        write_frame(out, {"hello": hello})
-        while (frame := read_frame(inp)) is not None:
-            got = rank([tuple(t) for t in frame["seqs"]])
-            cands = [[i, j, [[c, round(p, 6)] for c, p in cs]]
-                     for i, (_, cd) in enumerate(got) for j, cs in cd.items()]
-            write_frame(out, {"ranks": [r for r, _ in got], "cands": cands})
-    except Exception as exc:  # noqa: BLE001 - the parent shows it as a clear error
-        from logllama_tui.errors import LogLlamaError as Known
-
-        msg = str(exc) if isinstance(exc, Known) else f"{type(exc).__name__}: {exc}"
-        try:
-            write_frame(out, {"error": msg})
-        except OSError:
-            pass
-        return 1
-    return 0
-
-
-def _open_ranker(path: str, k: int, n_cand: int, device: str) -> tuple[Any, dict[str, Any]]:
-    """The fastest ranker this checkpoint and device allow, and a description of it."""
-    from logllama_tui.lean import LeanLlama, load_lean
-    from logllama_tui.scoring import Scorer, pick_device
-
-    dev = pick_device(device)
-    net: Any = None
-    meta: dict[str, Any] = {}
-    if dev.type == "cpu":
-        try:
-            net, meta = load_lean(path)
-        except ValueError:
-            net = None
-    if isinstance(net, LeanLlama):
-        from logllama_tui.prefix import LaneScorer
-
-        lanes = LaneScorer(net, meta["n_keys"], k, n_cand)
-        return lanes.rank, {"device": "cpu", "engine": "lean llama, shared-prefix lanes", **_desc(meta)}
-    if net is None:
-        from logllama_tui.checkpoint import load_checkpoint
-
-        ckpt = load_checkpoint(path, str(dev))
-        net, meta = ckpt.model, ckpt.meta
-    scorer = Scorer(net, meta["n_keys"], k, device=dev, n_candidates=n_cand, cache_keys=0)
-
-    def rank(tuples: list[tuple[int, ...]]) -> list[Ranked]:
-        scored = scorer.score([Sequence("", list(t)) for t in tuples])
-        return [([v.rank for v in (*s.verdicts, s.end)],
-                 {j: v.candidates for j, v in enumerate((*s.verdicts, s.end)) if v.candidates})
-                for s in scored]
-
-    return rank, {"device": str(dev), "engine": "Scorer", **_desc(meta)}
-
-
-def _desc(meta: dict[str, Any]) -> dict[str, Any]:
-    return {"arch": meta.get("arch", "?"), "n_keys": meta.get("n_keys", "?")}
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    raise SystemExit(worker_main(sys.argv[1:]))
-
-
-__all__ = ["Scored", "ScoreWorker", "Verdict", "read_frame", "score_stream", "verdicts",
-           "worker_main", "write_frame"]
+__all__ = ["Grower", "Ranked", "Scored", "ScoreWorker", "Verdict", "read_frame", "score_stream",
+           "verdicts", "write_frame"]

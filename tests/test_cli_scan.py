@@ -152,7 +152,7 @@ def test_scan_errors_are_one_line(trained, tmp_path) -> None:
 def test_no_model_and_no_shipped_model(tmp_path, monkeypatch) -> None:
     log = tmp_path / "app.log"
     log.write_text("hello world 1\nhello world 2\n")
-    monkeypatch.setattr("logllama_tui.scoring.default_model_for", lambda name, root=None: None)
+    monkeypatch.setattr("logllama_tui.resolve.default_model_for", lambda name, root=None: None)
     result = CliRunner().invoke(cli, ["scan", str(log)])
     assert result.exit_code == 2
     assert "no --model given and no shipped model for format" in result.stderr
@@ -181,3 +181,77 @@ def test_unseen_lines_are_summarised_and_written_with_their_own_template(tmp_pat
     summary.add([ScoredSequence(seq, [verdict], end, True)], Sink())
     assert records[0]["template"] == "kernel panic at <HEX>" and records[0]["kind"] == "unseen"
     assert dict(summary.flagged) == {"<unseen> kernel panic at <HEX>": 1}
+
+
+@pytest.mark.parametrize("arch", ["llama", "deeplog"])
+def test_sessions_open_to_the_end_are_ranked_early_and_both_engines_agree(trained, tmp_path,
+                                                                          monkeypatch, arch) -> None:
+    """The log twice, as two files: every block comes back in the second copy, so no session
+    closes before the end; the two-core engine ranks them as they grow (llama: the prefix trie;
+    the LSTM gets Scorer in two workers at the close) and prints what inline prints."""
+    from logllama_tui import fastscan
+
+    log, lab, model, _ = trained
+    if arch == "deeplog":
+        model = train_tiny(tmp_path, log, lab, arch="deeplog", name="lstm")
+    copies = [tmp_path / "a.log", tmp_path / "b.log"]
+    for copy in copies:
+        copy.write_text(log.read_text())
+    grown: list[list[int]] = []
+    send = fastscan.ScoreWorker.grow
+    monkeypatch.setattr(fastscan, "TICK_LINES", 16)
+    monkeypatch.setattr(fastscan.ScoreWorker, "grow",
+                        lambda self, g, d: (grown.extend(g), send(self, g, d))[1])
+    got = {}
+    for engine in ("two-core", "inline"):
+        out = tmp_path / f"{engine}.jsonl"
+        result = CliRunner().invoke(cli, ["scan", *map(str, copies), "--model", str(model), "--k", "2",
+                                          "--labels", str(lab), "--output", str(out),
+                                          "--engine", engine])
+        assert result.exit_code == 0, result.output
+        got[engine] = (result.stdout, out.read_bytes())
+    assert "Sequences:           42" in got["inline"][0]
+    assert got["two-core"] == got["inline"]
+    if arch == "llama":
+        # every key reported before the close (168 lines a file: the ticks count across files)
+        assert sum(len(g) - 1 for g in grown) == 2 * 168
+
+
+def test_two_core_scan_never_imports_torch_here(trained) -> None:
+    """The parsing process finds the model (--model or the shipped one) and K without torch."""
+    import subprocess
+    import sys
+
+    log, _lab, model, _ = trained
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom logllama_tui.cli import cli\n"
+            f"a = CliRunner().invoke(cli, ['scan', {str(log)!r}, '--model', {str(model)!r}])\n"
+            f"b = CliRunner().invoke(cli, ['scan', {str(log)!r}])\n"
+            "print(a.exit_code, b.exit_code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split()[-4:] == ["0", "0", "False", "False"], done.stdout + done.stderr
+
+
+def test_keys_never_in_a_training_sequence_are_unseen_in_both_engines(trained, tmp_path) -> None:
+    """The parser may know a template that no training sequence held (it learned from every line):
+    both engines must call it unseen (the two-core parent once ranked it instead)."""
+    import shutil
+
+    log, lab, model, _ = trained
+    narrowed = tmp_path / "narrowed"
+    shutil.copytree(model, narrowed)
+    meta = json.loads((narrowed / "logllama.json").read_text())
+    assert meta["split"]["train_keys"], "the tiny model records its training keys"
+    dropped = max(meta["split"]["train_keys"])  # any one key the parser knows
+    meta["split"]["train_keys"] = [k for k in meta["split"]["train_keys"] if k != dropped]
+    (narrowed / "logllama.json").write_text(json.dumps(meta))
+    got = {}
+    for engine in ("two-core", "inline"):
+        out = tmp_path / f"{engine}.jsonl"
+        result = CliRunner().invoke(cli, ["scan", str(log), "--model", str(narrowed), "--output",
+                                          str(out), "--engine", engine])
+        assert result.exit_code == 0, result.output
+        got[engine] = (result.stdout, out.read_bytes())
+        unseen = [json.loads(r) for r in out.read_text().splitlines()]
+        unseen = [r for r in unseen if r["kind"] == "unseen"]
+        assert len(unseen) >= 41, (engine, len(unseen))  # the dropped key in (nearly) every session
+    assert got["two-core"] == got["inline"]

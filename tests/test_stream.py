@@ -98,3 +98,23 @@ def test_lean_forward_matches_transformers_and_its_cache() -> None:
     assert torch.allclose(full, ref, atol=1e-5)
     assert torch.allclose(part, ref, atol=1e-5)
     assert torch.equal(full.argsort(-1), ref.argsort(-1))
+
+
+def test_long_chunks_attend_in_causal_blocks_like_transformers() -> None:
+    """More queries than lean.QUERY_BLOCK: blocks that stop at their own last key, sdpa or not."""
+    from logllama_tui import lean as lean_mod
+
+    torch.manual_seed(0)
+    cfg = dict(TINY, max_positions=256)
+    model = build_model(ModelConfig(arch="llama", **cfg), vocab_size=4 + N_KEYS).eval()
+    net = LeanLlama.from_hf(model)
+    ids = torch.randint(4, 4 + N_KEYS, (2, 200))
+    with torch.inference_mode():
+        ref = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    assert 200 > lean_mod.QUERY_BLOCK
+    kv = net.kv_buffer(2, 200)
+    part = torch.cat([net(ids[:, :70], torch.arange(70).expand(2, 70), kv, 0),
+                      net(ids[:, 70:], torch.arange(70, 200).expand(2, 130), kv, 70)], dim=1)
+    for got in (net(ids, torch.arange(200).expand(2, 200)), part):
+        assert torch.allclose(got, ref, atol=1e-5)
+        assert torch.equal(got.argsort(-1), ref.argsort(-1))

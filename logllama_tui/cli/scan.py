@@ -64,7 +64,8 @@ def open_model(model: str | None, paths: list[str], fmt: str, max_line_bytes: in
     """Load --model (or the shipped model for the data's format) and say which on stderr."""
     from logllama_tui.checkpoint import load_checkpoint
     from logllama_tui.errors import BadInput
-    from logllama_tui.scoring import default_model_for, pick_device
+    from logllama_tui.resolve import default_model_for
+    from logllama_tui.scoring import pick_device
 
     dev = pick_device(device)
     if model is None:
@@ -122,7 +123,7 @@ def detect_meta(meta: dict[str, Any]) -> dict[str, Any]:
 def choose_k(spec: str | None, n_keys: int, meta: dict[str, Any]) -> tuple[int, str]:
     """K as a count, and how it was chosen: --k, else the checkpoint's, else the paper's 0.5."""
     from logllama_tui.errors import BadInput
-    from logllama_tui.scoring import resolve_k
+    from logllama_tui.resolve import resolve_k
 
     det = detect_meta(meta)
     resolved = det.get("k_resolved")
@@ -141,8 +142,13 @@ def choose_k(spec: str | None, n_keys: int, meta: dict[str, Any]) -> tuple[int, 
 
 
 def sequences(paths: list[str], fmt: str, reader_cfg: Any, parser: Any, window_cfg: Any,
-              session_labels: dict[str, bool] | None, stats: dict[str, int]) -> Any:
-    """Finished labelled sequences, streaming through the shared pipeline; counts lines in stats."""
+              session_labels: dict[str, bool] | None, stats: dict[str, int], tick: Any = None,
+              every: int = 10_000) -> Any:
+    """Finished labelled sequences, streaming through the shared pipeline; counts lines in stats.
+
+    tick(pipeline), if given, runs every `every` lines (the two-core scan reports what open
+    sequences gained, so the scorer can rank them before they close).
+    """
     import itertools
 
     from logllama_tui.pipeline import MODE_SAMPLE, iter_files, make_pipeline
@@ -152,6 +158,7 @@ def sequences(paths: list[str], fmt: str, reader_cfg: Any, parser: Any, window_c
         click.echo(text, err=True)
 
     pipe = None
+    left = every  # lines until the next tick
     for _path, log_format, records in iter_files(paths, fmt, reader_cfg, notice):
         if pipe is None:
             head = list(itertools.islice(records, MODE_SAMPLE))
@@ -159,9 +166,19 @@ def sequences(paths: list[str], fmt: str, reader_cfg: Any, parser: Any, window_c
             mode = resolve_mode(window_cfg, log_format.default_window, head)
             stats["mode"] = mode
             pipe = make_pipeline(parser, window_cfg, mode, session_labels, learn=False)
-        for rec in records:
-            stats["lines"] += 1
-            yield from pipe.feed(rec)
+        while True:  # in chunks: Pipeline.feed_many's loop costs less per line than ours
+            before = pipe.lines
+            done = pipe.feed_many(itertools.islice(records, left))
+            fed = pipe.lines - before
+            stats["lines"] += fed
+            if done:
+                yield from done
+            left -= fed
+            if left:  # the file ran out first (the count goes on across files)
+                break
+            left = every
+            if tick is not None:
+                tick(pipe)
     if pipe is not None:
         yield from pipe.flush()
 

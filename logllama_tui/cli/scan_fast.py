@@ -2,6 +2,8 @@
 
 Same output as the single-process loop in scan.py (same verdicts, same summary, same records);
 this process never imports torch or transformers, so start-up costs only the parser's imports.
+While lines stream in, what open sessions gained goes to the worker every TICK_LINES lines, so
+their prefixes are ranked before they close (fastscan.Grower).
 """
 
 from __future__ import annotations
@@ -14,21 +16,22 @@ from logllama_tui.cli import options
 from logllama_tui.config import DetectConfig
 
 WORKERS = 2
-"""Scoring processes: parsing needs one core while lines stream in; at a burst both score."""
+"""Scoring processes for engines ranked at the close only (Scorer): at a burst both score. The
+prefix trie keeps its state in one process, which scores while this one parses."""
 FAST_BUFFER = 4096
-"""Finished sequences sent to the scorer at once: more distinct tuples sorted together share more
-prefixes (HDFS x 3: 60k positions run at 4096 against 70k at 1024; benchmarks/out/speed.md)."""
+"""Finished sequences sent to the scorer at once (the trie keeps what it ran across buffers, so
+the size only sets how many frames a burst of closes takes)."""
 
 
 def open_light(model: str | None, paths: list[str], fmt: str, max_line_bytes: int) -> tuple[Any, Any, dict[str, Any]]:
     """(checkpoint dir, parser, meta) of --model, read without torch (the worker loads the weights)."""
-    from logllama_tui.checkpoint import _read_json, read_meta, resolve_model
+    from logllama_tui.checkpoint import _read_json, read_meta, resolve_model, restrict_to_trained
     from logllama_tui.errors import BadCheckpoint, BadInput
     from logllama_tui.parser import LogParser
 
-    if model is None:  # finding the shipped model lives in scoring.py, which imports torch
+    if model is None:
         from logllama_tui.cli.scan import sniff_paths
-        from logllama_tui.scoring import default_model_for
+        from logllama_tui.resolve import default_model_for
 
         name = fmt if fmt != "auto" else sniff_paths(paths, max_line_bytes)
         found = default_model_for(name)
@@ -42,6 +45,7 @@ def open_light(model: str | None, paths: list[str], fmt: str, max_line_bytes: in
     if len(parser.vocab) != meta["vocab_size"]:
         raise BadCheckpoint(f"{path}: the parser has {len(parser.vocab)} keys but the model "
                             f"{meta['vocab_size']}; the checkpoint is inconsistent, retrain it")
+    restrict_to_trained(parser, meta, path)  # as load_checkpoint: never in training = unseen
     return path, parser, meta
 
 
@@ -57,14 +61,30 @@ def run(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> None:
         progress_bar,
         sequences,
     )
-    from logllama_tui.fastscan import ScoreWorker, score_stream
+    from logllama_tui.fastscan import TICK_LINES, Grower, ScoreWorker, score_stream
 
     path, parser, meta = open_light(kwargs["model"], paths, kwargs["fmt"], kwargs["max_line_bytes"])
     n_keys = parser.vocab.n_keys
     k, how = choose_k(kwargs["k"], n_keys, meta)
-    workers = [ScoreWorker(str(path), k, DetectConfig().candidates, kwargs["device"])
-               for _ in range(WORKERS)]
-    worker = workers[0]
+
+    def start() -> ScoreWorker:
+        return ScoreWorker(str(path), k, DetectConfig().candidates, kwargs["device"])
+
+    worker = start()
+    workers = [worker]
+    grower = Grower(worker)
+
+    def more_workers() -> None:  # before the first close: a Scorer engine gets a second process
+        if not worker.wait_ready().get("grows"):
+            grower.active = False
+            workers.extend(start() for _ in range(WORKERS - 1))
+
+    def tick(pipe: Any) -> None:
+        if grower.active:
+            found = open_sequences(pipe)
+            if found is not None:
+                grower.tick(found)
+
     sink = None
     try:
         fmt, window_cfg = data_settings(ctx, kwargs, meta)
@@ -75,9 +95,10 @@ def run(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> None:
         with progress_bar() as bar:
             task = bar.add_task("scanning")
             seqs = sequences(paths, fmt, options.reader_config(kwargs), parser, window_cfg, labels,
-                             stats)
+                             stats, tick, TICK_LINES)
             told = False
-            for scored in score_stream(seqs, workers, k, max(FAST_BUFFER, kwargs["batch_size"])):
+            for scored in score_stream(grower.closed(seqs), workers, k,
+                                       max(FAST_BUFFER, kwargs["batch_size"]), prepare=more_workers):
                 told = told or _tell(worker, path, meta, n_keys, k, how, fmt, window_cfg)
                 report.add(scored, sink)  # type: ignore[arg-type]
                 bar.update(task, description=report.progress(stats["lines"]))
@@ -93,6 +114,16 @@ def run(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> None:
     finish(report, stats["lines"], labels is not None, kwargs)
 
 
+def open_sequences(pipe: Any) -> Any:
+    """A session windower's open sequences, most recently fed first (None for other windows:
+    their sequences close as the lines go by). Reads SessionWindower's private dict: the
+    windower keeps a fed session last, which is what makes a tick cost only the sessions fed."""
+    sessions = getattr(pipe.windower, "_open", None)
+    if not isinstance(sessions, dict):
+        return None
+    return (s.seq for s in reversed(sessions.values()))
+
+
 def _tell(worker: Any, path: Any, meta: dict[str, Any], n_keys: int, k: int, how: str, fmt: str,
           window_cfg: Any) -> bool:
     """The Model and K lines on stderr, once the worker says where the model runs."""
@@ -104,4 +135,4 @@ def _tell(worker: Any, path: Any, meta: dict[str, Any], n_keys: int, k: int, how
     return True
 
 
-__all__ = ["open_light", "run"]
+__all__ = ["open_light", "open_sequences", "run"]
