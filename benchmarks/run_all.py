@@ -2,8 +2,8 @@
 
 Run: .venv/bin/python benchmarks/run_all.py [--data ../shared/data] [--runs 3] [--only speed,parse]
 Writes benchmarks/out/BENCHMARKS.md (the sections in order, each with its own exact command).
-Scripts skip cleanly when the data is absent. detect and rl train models (tens of minutes);
-`--only speed,parse` is the quick set.
+Scripts skip cleanly when the data is absent. detect and rl train models (tens of minutes), tail
+runs the TUI for about 10; `--only speed,parse` is the quick set.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"speed": "bench_speed.py", "parse": "bench_parse.py", "detect": "bench_detect.py",
-           "rl": "bench_rl.py"}
+           "rl": "bench_rl.py", "tail": "bench_tail.py"}
 """name -> script; each writes benchmarks/out/<name>.md."""
-TAKES_RUNS = {"speed", "parse"}
-TAKES_DATA = {"speed", "parse", "detect"}
+TAKES_RUNS = {"speed", "parse", "tail"}
+TAKES_DATA = {"speed", "parse", "detect", "tail"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

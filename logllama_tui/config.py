@@ -193,7 +193,10 @@ class TailConfig:
     from_start: bool = False
     poll_interval: float = 0.25
     ring_size: int = 10_000
-    """Recent lines kept on screen; anomalies are always kept."""
+    """Recent lines kept on screen; anomalies are kept up to max_anomalies."""
+    max_anomalies: int = 100_000
+    """Anomalous lines kept on screen (and for export); past it the oldest go, with a notice.
+    Bounds memory when nearly every line is flagged (a model trained on another format)."""
     batch_ms: int = 50
     """Lines landing within this many ms are parsed and scored together."""
 

@@ -2,11 +2,14 @@
 
 A finished sequence's verdict comes too late for a live tool (a session closes when it goes idle,
 a window when it fills), so every line is scored as it lands: each open sequence keeps the keys it
-has so far, and the keys that arrived in a batch are ranked given that prefix: on CPU by
-stream.StreamScorer, which keeps each sequence's KV cache and feeds only the new keys (one batched
-pass over all sequences touched); elsewhere by one forward pass over prefix + new keys. A line's rank therefore equals the rank its key
-gets when the whole finished sequence is scored (a teacher-forced causal model only looks back),
-which tests/test_tail_plain.py checks against `Scorer.score` on the windower's sequences.
+has so far, and the keys that arrived in a batch are ranked given that prefix. A prefix seen
+before is answered from a verdict cache (live_prefix.py: logs repeat themselves); the rest, on
+CPU, by prefix.PrefixTrie for sequences of up to TRIE_KEYS keys (each distinct prefix run once,
+its K/V kept for every sequence that goes through it) and past that by stream.StreamScorer, which
+keeps each sequence's KV cache and feeds only the new keys; elsewhere by one forward pass over
+prefix + new keys. A line's rank therefore equals the rank its key gets when the whole finished
+sequence is scored (a teacher-forced causal model only looks back), which tests/test_tail_plain.py
+checks against `Scorer.score` on the windower's sequences.
 
 Which sequence a line is scored in mirrors windows.py: its first session id (session mode), or
 the earliest open window that holds it (count and time windows, per file). A line with no
@@ -16,8 +19,6 @@ session id is in no sequence: it is flagged only when its template was never see
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -25,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import UNK, WindowConfig
-from .records import Line, Record
+from .live_prefix import PrefixVerdicts
+from .records import Record
 from .windows_fixed import window_start_iso  # ids must match the ones scan reports
 
 CONTEXT_LINES = 8
@@ -34,8 +36,13 @@ SCORER_CACHE = 4096
 """Prefix tuples the scorer remembers (x 50 when it counts keys instead): live prefixes grow, so a
 big cache would only cost memory."""
 
-EXPIRE_EVERY = 1.0
-"""Seconds between checks for sessions idle past their timeout."""
+TRIE_KEYS = 128
+"""Sequences up to this many keys are ranked by prefix.PrefixTrie (each distinct prefix run once,
+its K/V kept, shared by every sequence that goes through it); longer ones by their own
+StreamScorer state (the trie re-walks a sequence on each call)."""
+TRIE_BYTES = 256 << 20
+"""K/V memory of that trie (~10 KB per distinct prefix for the paper-size model): past it, it
+starts afresh."""
 
 Sink = Callable[[list["LineVerdict"]], None]
 Notice = Callable[[str, str], None]
@@ -76,11 +83,13 @@ class LineVerdict:
 class _Open:
     """An open sequence: all its keys (the prefix) and its last few lines."""
 
-    __slots__ = ("sid", "keys", "recent", "last", "wall")
+    __slots__ = ("sid", "keys", "recent", "last", "wall", "node", "depth")
 
     def __init__(self, sid: str, wall: float) -> None:
         self.sid = sid
         self.keys: list[int] = []
+        self.node, self.depth = 0, 0
+        """Where live_prefix.PrefixVerdicts' trie has walked this sequence's keys to."""
         self.recent: deque[tuple[int, str, int, str]] = deque(maxlen=CONTEXT_LINES)
         self.last: float | None = None
         self.wall = wall
@@ -196,13 +205,20 @@ class Tracker:
 class LiveScorer:
     """Records in, one LineVerdict per record out, each ranked given its sequence's prefix."""
 
-    def __init__(self, parser: Any, scorer: Any, window: WindowConfig, default_mode: str) -> None:
+    def __init__(self, parser: Any, scorer: Any, window: WindowConfig, default_mode: str,
+                 net: Any = None) -> None:
         self.parser, self.scorer = parser, scorer
+        self.net = net
+        """The network StreamScorer runs (a lean.LeanLlama), when it is not scorer.model."""
         self.window, self.default_mode = window, default_mode
         self.tracker: Tracker | None = None
         self.mode: str | None = None
         self.keys = 0
+        self.prefixes = PrefixVerdicts()
+        """Verdicts by key prefix: a prefix seen before is answered without the model."""
         self._streamer: Any = None
+        self._trie: Any = None
+        """prefix.PrefixTrie for short sequences (llama on CPU), made with the StreamScorer."""
         """stream.StreamScorer: each open sequence's KV cache (or LSTM state), fed only new keys."""
 
     def process(self, records: list[Record], wall: float | None = None) -> list[LineVerdict]:
@@ -219,14 +235,10 @@ class LiveScorer:
         placed: list[tuple[_Open, int] | None] = []
         for rec in records:
             ev = self.parser.match(rec)
-            seq_ctx = None
             where = tracker.assign(rec, ev.key, ev.template, wall)
-            if where is not None:
-                seq, idx = where
-                seq_ctx = list(seq.recent)[:-1]
             v = LineVerdict(rec.source, rec.lineno, rec.text, ev.key, ev.template, k=self.scorer.k)
-            if seq_ctx is not None and where is not None:
-                v.sid, v.context = where[0].sid, seq_ctx
+            if where is not None:
+                v.sid, v.context = where[0].sid, list(where[0].recent)[:-1]
             elif ev.key == UNK:
                 v.anomalous, v.kind = True, "unseen"
             out.append(v)
@@ -238,15 +250,25 @@ class LiveScorer:
                 seq, idx = where
                 lo, hi = upto[id(seq)][1:] if id(seq) in upto else (idx, idx)
                 upto[id(seq)] = (seq, min(lo, idx), max(hi, idx))
-        jobs = list(upto.values())
+        # what the prefix trie knows is answered; the rest goes to the model from its first unknown
+        verdicts: dict[int, tuple[int, list[Any]]] = {}
+        jobs = []
+        for s, lo, hi in upto.values():
+            nodes = self.prefixes.nodes(s, lo, hi)
+            known, miss = self.prefixes.lookup(nodes)
+            if miss == len(nodes):
+                verdicts[id(s)] = (lo, known)
+            else:
+                jobs.append((s, s.keys[: hi + 1], lo, nodes, known, miss))
         stream = self._stream()
-        if stream is not None:  # incremental: only the new keys run, on each sequence's cache
-            ranked = stream.rank([(s, s.keys[: hi + 1], lo) for s, lo, hi in jobs]) if jobs else []
-            verdicts = {id(s): (lo, vs) for (s, lo, _), vs in zip(jobs, ranked, strict=True)}
+        if stream is not None:  # incremental: only the new keys run
+            ranked = self._rank(stream, [(s, keys, lo + miss) for s, keys, lo, _, _, miss in jobs])
         else:
-            scored = self.scorer.score([Sequence(s.sid, s.keys[: hi + 1]) for s, _, hi in jobs]) \
-                if jobs else []
-            verdicts = {id(s): (0, sc.verdicts) for (s, _, _), sc in zip(jobs, scored, strict=True)}
+            scored = self.scorer.score([Sequence(s.sid, keys) for s, keys, *_ in jobs]) if jobs else []
+            ranked = [sc.verdicts[lo + miss:] for (_, _, lo, _, _, miss), sc in zip(jobs, scored, strict=True)]
+        for (s, _, lo, nodes, known, miss), vs in zip(jobs, ranked, strict=True):
+            self.prefixes.store(nodes[miss:], vs)
+            verdicts[id(s)] = (lo, known[:miss] + vs)
         for v, where in zip(out, placed, strict=True):
             if where is None:
                 continue
@@ -257,11 +279,34 @@ class LiveScorer:
         self.keys += len(out)
         return out
 
+    def _rank(self, stream: Any, jobs: list[tuple[_Open, list[int], int]]) -> list[list[Any]]:
+        """Verdicts for keys[start:] of each (sequence, keys, start): short sequences from the
+        prefix trie, long ones from their stream state."""
+        trie = self._trie
+        short = [i for i, (_, keys, _) in enumerate(jobs) if trie is not None and len(keys) <= TRIE_KEYS]
+        out: list[list[Any]] = [[] for _ in jobs]
+        if short:
+            from .verdicts import KeyVerdict
+
+            k = self.scorer.k
+            got = trie.rank([jobs[i][1] for i in short])
+            for i, (ranks, cands) in zip(short, got, strict=True):
+                _, keys, start = jobs[i]
+                for p in range(start, len(keys)):
+                    kind = "unseen" if keys[p] == UNK else "rank" if ranks[p] >= k else None
+                    out[i].append(KeyVerdict(keys[p], ranks[p], kind is not None, kind, cands.get(p, [])))
+        taken = set(short)
+        rest = [i for i in range(len(jobs)) if i not in taken]
+        if rest:
+            for i, vs in zip(rest, stream.rank([jobs[i] for i in rest]), strict=True):
+                out[i] = vs
+        return out
+
     def _stream(self) -> Any:
         """A stream.StreamScorer over the scorer's model (CPU), made once; None: re-run prefixes."""
         if self._streamer is None:
             self._streamer = False
-            model = getattr(self.scorer, "model", None)
+            model = self.net if self.net is not None else getattr(self.scorer, "model", None)
             device = getattr(self.scorer, "device", None)
             if model is not None and getattr(device, "type", "cpu") == "cpu":
                 from .stream import StreamScorer
@@ -269,6 +314,11 @@ class LiveScorer:
                 self._streamer = StreamScorer(
                     model, self.scorer.n_keys, self.scorer.k, self.scorer.n_candidates,
                     context=self.scorer.context, all_candidates=self.scorer.all_candidates)
+                if self._streamer.kind == "llama" and not self.scorer.all_candidates:
+                    from .prefix import PrefixTrie
+
+                    self._trie = PrefixTrie(self._streamer.net, self.scorer.n_keys, self.scorer.k,
+                                            self.scorer.n_candidates, max_bytes=TRIE_BYTES)
         return self._streamer or None
 
     def expire(self, now: float) -> None:
@@ -288,116 +338,4 @@ class Engine:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class LiveWorker:
-    """A thread: queued Lines -> batches of `batch_ms` -> Engine -> `sink(verdicts)`.
-
-    `load()` runs in this thread (transformers costs seconds to import); lines submitted meanwhile
-    wait in the queue and are scored once it returns. A load error goes to `on_notice` and the
-    worker then only drains its queue.
-    """
-
-    def __init__(self, load: Callable[[], Engine], sink: Sink, on_notice: Notice | None = None,
-                 on_ready: Callable[[Engine], None] | None = None, batch_ms: int = 50,
-                 max_batch: int = 2048) -> None:
-        self.load, self.sink = load, sink
-        self.on_notice = on_notice or (lambda level, msg: None)
-        self.on_ready = on_ready
-        self.batch_s = max(0.001, batch_ms / 1000)
-        self.max_batch = max_batch
-        self.queue: queue.SimpleQueue[list[Line] | None] = queue.SimpleQueue()
-        self.engine: Engine | None = None
-        self.failed = False
-        self.error: str | None = None
-        """Why the model did not load."""
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="live-score", daemon=True)
-        self.sniffed = False
-        self._lock = threading.Lock()
-        self.pending = 0
-        """Lines queued and not scored yet (the UI shows it while the model loads)."""
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def submit(self, lines: list[Line]) -> None:
-        """Queue lines (any thread)."""
-        with self._lock:
-            self.pending += len(lines)
-        self.queue.put(lines)
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Score what is queued, then end the thread."""
-        self.queue.put(None)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            self.engine = self.load()
-        except Exception as exc:  # noqa: BLE001 - shown to the user; the app keeps running
-            self.failed = True
-            self.error = _message(exc)
-            self.on_notice("error", self.error)
-        else:
-            if self.on_ready is not None:
-                self.on_ready(self.engine)
-        done = False
-        last_expire = time.monotonic()
-        while not done:
-            try:
-                item = self.queue.get(timeout=EXPIRE_EVERY)
-            except queue.Empty:
-                item = []
-            if item is None:
-                break
-            now = time.monotonic()
-            if self.engine is not None and now - last_expire >= EXPIRE_EVERY:
-                self.engine.live.expire(now)
-                last_expire = now
-            if not item:
-                continue
-            batch = list(item)
-            deadline = time.monotonic() + self.batch_s
-            while len(batch) < self.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    more = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    done = True
-                    break
-                batch.extend(more)
-            self._handle(batch)
-
-    def _handle(self, lines: list[Line]) -> None:
-        engine = self.engine
-        if engine is None:
-            with self._lock:
-                self.pending -= len(lines)
-            return
-        try:
-            if not self.sniffed:
-                from .live_engine import check_format
-
-                self.sniffed = True
-                check_format(engine, lines, self.on_notice)
-            verdicts = engine.live.process(list(engine.fmt.records(lines)))
-        except Exception as exc:  # noqa: BLE001 - one bad batch must not stop the tail
-            self.on_notice("error", f"could not score {len(lines)} lines: {_message(exc)}")
-            verdicts = []
-        with self._lock:
-            self.pending -= len(lines)
-        if verdicts:
-            self.sink(verdicts)
-
-
-def _message(exc: BaseException) -> str:
-    from .errors import LogLlamaError
-
-    if isinstance(exc, LogLlamaError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-__all__ = ["Engine", "LineVerdict", "LiveScorer", "LiveWorker", "Tracker"]
+__all__ = ["Engine", "LineVerdict", "LiveScorer", "Tracker"]

@@ -33,7 +33,6 @@ def open_engine(spec: EngineSpec, notice: Notice) -> Engine:
 
     import torch
 
-    from .checkpoint import load_checkpoint
     from .config import DetectConfig, from_dict
     from .errors import BadInput
     from .formats import get_format
@@ -50,14 +49,13 @@ def open_engine(spec: EngineSpec, notice: Notice) -> Engine:
             raise BadInput(f"no --model given and no shipped model for format {guess}: train one "
                            "with `logllama train FILE... --out NAME` and pass --model NAME")
         model = str(found)
-    ckpt = load_checkpoint(model, str(dev))
-    meta = ckpt.meta
+    path, net, parser, meta, lean = _load(model, dev)
     trained = next((meta[k] for k in ("log_format", "format") if isinstance(meta.get(k), str)), None)
     fmt_name = spec.fmt
     if fmt_name == "auto":
         fmt_name = trained or "raw"
     elif trained and fmt_name != trained:
-        notice("warning", f"model {ckpt.path.name} was trained on format {trained}, the lines are "
+        notice("warning", f"model {path.name} was trained on format {trained}, the lines are "
                f"read as {fmt_name}: expect unseen templates")
     window = WindowConfig()
     if isinstance(meta.get("window"), dict):
@@ -66,7 +64,7 @@ def open_engine(spec: EngineSpec, notice: Notice) -> Engine:
         except (TypeError, ValueError):
             notice("warning", "the checkpoint's window settings are unreadable: using defaults")
     window = dataclasses.replace(window, **spec.window_overrides)
-    n_keys = ckpt.parser.vocab.n_keys
+    n_keys = parser.vocab.n_keys
     det = meta.get("detect") if isinstance(meta.get("detect"), dict) else {}
     resolved = det.get("k_resolved")
     if spec.k is not None and spec.k.strip().lower() != "auto":
@@ -81,13 +79,50 @@ def open_engine(spec: EngineSpec, notice: Notice) -> Engine:
     params = inspect.signature(Scorer).parameters
     cache = {name: value for name, value in (("cache_keys", 50 * SCORER_CACHE),
                                              ("cache_size", SCORER_CACHE)) if name in params}
-    scorer = Scorer(ckpt.model, n_keys, k, dev, DetectConfig().batch_size,
-                    DetectConfig().candidates, **cache)
+    scorer = Scorer(net, n_keys, k, dev, DetectConfig().batch_size, DetectConfig().candidates,
+                    context=lean.max_positions if lean is not None else None, **cache)
     fmt = get_format(fmt_name)
-    live = LiveScorer(ckpt.parser, scorer, window, fmt.default_window)
+    live = LiveScorer(parser, scorer, window, fmt.default_window, net=lean)
     info = {"trained_format": trained, "format": fmt_name, "k": k, "n_keys": n_keys,
-            "path": str(ckpt.path), "arch": meta.get("arch", "?")}
-    return Engine(fmt, live, ckpt.path.name, str(dev), info)
+            "path": str(path), "arch": meta.get("arch", "?")}
+    return Engine(fmt, live, path.name, str(dev), info)
+
+
+def _load(model: str, dev: Any) -> tuple[Any, Any, Any, dict[str, Any], Any]:
+    """(path, model for Scorer, parser, meta, LeanLlama or None) of a checkpoint.
+
+    On CPU a llama loads as the lean forward (lean.py) that StreamScorer runs anyway: no
+    `import transformers`, seconds sooner to "model ready". Anything else: load_checkpoint.
+    """
+    from .checkpoint import (
+        _read_json,
+        load_checkpoint,
+        read_meta,
+        resolve_model,
+        restrict_to_trained,
+    )
+
+    if dev.type == "cpu":
+        from .errors import BadCheckpoint
+        from .lean import LeanLlama, load_lean
+        from .parser import LogParser
+        from .prefix import LeanAsHF
+
+        path = resolve_model(model)
+        try:
+            net, meta = load_lean(path)
+        except ValueError:  # a llama the lean forward does not reproduce
+            net = None
+        if isinstance(net, LeanLlama):
+            meta = read_meta(path)
+            parser = LogParser.from_json(_read_json(path / "parser.json"))
+            if len(parser.vocab) != meta["vocab_size"]:
+                raise BadCheckpoint(f"{path}: the parser has {len(parser.vocab)} keys but the "
+                                    f"model {meta['vocab_size']}; the checkpoint is inconsistent")
+            restrict_to_trained(parser, meta, path)  # as load_checkpoint: never trained = unseen
+            return path, LeanAsHF(net), parser, meta, net
+    ckpt = load_checkpoint(model, str(dev))
+    return ckpt.path, ckpt.model, ckpt.parser, ckpt.meta, None
 
 
 def _sniff_first(paths: list[str]) -> str:

@@ -41,7 +41,8 @@ def interleaved() -> list[str]:
     return out
 
 
-def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int]) -> int:
+def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int],
+                  prefix_nodes: int | None = None) -> int:
     """Score lines in batches of the given sizes live, and as finished sequences; compare."""
     from logllama_tui.checkpoint import load_checkpoint
     from logllama_tui.formats import get_format
@@ -56,6 +57,10 @@ def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int
     records = list(get_format("hdfs").records(lines))
     window = dataclasses.replace(window, mode=mode)
     live = LiveScorer(c.parser, Scorer(c.model, n_keys, 1), window, "session")
+    if prefix_nodes is not None:  # a trie that starts afresh every few nodes
+        from logllama_tui.live_prefix import PrefixVerdicts
+
+        live.prefixes = PrefixVerdicts(prefix_nodes)
     verdicts = []
     pos = 0
     for size in batches:
@@ -85,6 +90,39 @@ def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int
 @pytest.mark.parametrize("batches", [[1] * 30, [5, 3, 7], [100]])
 def test_live_ranks_equal_whole_session_scoring(ckpt: Path, batches: list[int]) -> None:
     assert live_vs_whole(ckpt, WindowConfig(), "session", batches) == len(interleaved()) - 1
+
+
+def test_live_ranks_equal_whole_scoring_when_the_prefix_trie_restarts(ckpt: Path) -> None:
+    assert live_vs_whole(ckpt, WindowConfig(), "session", [2, 3, 1, 4], prefix_nodes=2) \
+        == len(interleaved()) - 1
+
+
+def test_live_ranks_equal_whole_scoring_when_long_sequences_leave_the_trie(
+        ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import logllama_tui.live as live
+
+    monkeypatch.setattr(live, "TRIE_KEYS", 2)  # past 2 keys a sequence goes on in its stream state
+    assert live_vs_whole(ckpt, WindowConfig(), "session", [1, 2, 3, 100]) == len(interleaved()) - 1
+    cfg = WindowConfig(window_size=5, step=2)
+    assert live_vs_whole(ckpt, cfg, "count", [3, 4, 100]) == len(interleaved())
+
+
+def test_a_repeated_session_is_answered_without_the_model(ckpt: Path) -> None:
+    from logllama_tui.live_engine import EngineSpec, open_engine
+
+    engine = open_engine(EngineSpec(model=str(ckpt)), lambda level, msg: None)
+    steps = (0, 1, "unseen", 3)
+    texts = session("blk_5", steps) + session("blk_6", steps)
+    records = list(engine.fmt.records([Line("f", i + 1, t) for i, t in enumerate(texts)]))
+    live = engine.live
+    first = live.process(records[:4])
+    ran = live._stream().forward_keys + live._trie.forward_keys
+    assert ran == 5  # BOS and the four keys, once each
+    second = live.process(records[4:])
+    assert live._stream().forward_keys + live._trie.forward_keys == ran
+    assert live.prefixes.hits == 4  # the verdict cache answered every line
+    assert [(v.rank, v.kind, v.candidates) for v in second] == [(v.rank, v.kind, v.candidates) for v in first]
+    assert [v.sid for v in second] == ["blk_6"] * 4 and [c[0] for c in second[3].context] == [5, 6, 7]
 
 
 @pytest.mark.parametrize(("size", "step"), [(4, 4), (5, 2)])

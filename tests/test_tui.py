@@ -251,3 +251,67 @@ async def test_ring_is_bounded_and_keeps_every_anomaly() -> None:
         assert 20 <= len(normals) <= 20 + 100  # the ring, plus the slack pruned in one go
         assert normals[-1].lineno == 438  # the newest normal lines are the ones kept (439, 440 are anomalies)
         assert view.selected is view.entries[-1]  # still following
+
+
+async def test_anomalies_past_the_cap_leave_the_view_oldest_first_with_a_notice() -> None:
+    """A model for another format flags every line: memory stays bounded all the same."""
+    app = make_app(["app.log"], None, TailConfig(ring_size=20, max_anomalies=150), start_threads=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        base = fake_verdicts()
+        for round_ in range(100):  # 1,100 lines, 300 anomalies
+            app.add_verdicts([LineVerdict(v.source, round_ * 11 + v.lineno, v.text, v.key, v.template,
+                                          v.sid, v.rank, v.anomalous, v.kind, v.candidates, v.context,
+                                          v.k) for v in base])
+        await pilot.pause()
+        view = app.query_one(LogView)
+        kept = [v.lineno for v in view.entries if v.anomalous]
+        assert 150 <= len(kept) <= 150 + 100 and view.dropped_anomalies == 300 - len(kept)
+        assert kept == sorted(kept) and kept[-1] == 1100  # the newest kept, in order
+        assert app.anomalies == 300  # the header still counts every one
+        assert any("anomalies: the oldest leave the view" in n.message for n in app._notifications)
+
+
+# -- the benchmark trace (tui/trace.py) ------------------------------------------------------------
+async def test_trace_writes_one_record_per_drawn_batch(tmp_path: Path, monkeypatch: Any) -> None:
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("LOGLLAMA_TRACE", str(trace))
+    app = snapshot_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        lines = fake_verdicts()
+        lines[6].lineno = 40  # a gap: a new run
+        app.add_verdicts(lines[:4])
+        app.add_verdicts(lines[4:])
+        await until(pilot, lambda: app.trace is not None and not app.trace.pending)
+        assert app.query_one("#stats").lines_drawn == len(lines)  # the frame that counted them
+    records = [json.loads(s) for s in trace.read_text().splitlines()]
+    assert records[0]["ev"] == "screen"
+    shown = [r for r in records if r["ev"] == "shown"]
+    assert [(r["n"], r["total"], r["lines"]) for r in shown] == [
+        (4, 4, [["app.log", 1, 4]]),
+        (7, 11, [["app.log", 5, 6], ["app.log", 40, 40], ["app.log", 8, 11]])]
+    assert all(r["t"] >= records[0]["t"] for r in shown)
+
+
+def test_no_trace_unless_asked(monkeypatch: Any) -> None:
+    monkeypatch.delenv("LOGLLAMA_TRACE", raising=False)
+    assert snapshot_app().trace is None
+
+
+async def test_busy_view_takes_batches_that_land_within_a_frame_together() -> None:
+    from logllama_tui.tui.messages import VerdictBatch
+
+    app = snapshot_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        app.tick_timer.pause()
+        sizes: list[int] = []
+        add = app.add_verdicts
+        app.add_verdicts = lambda vs: (sizes.append(len(vs)), add(vs))  # type: ignore[method-assign]
+        app._lps = 5_000.0  # busy: at most one refresh per FRAME_S
+        lines = fake_verdicts()
+        for part in (lines[:2], lines[2:5], lines[5:]):
+            app.post_message(VerdictBatch(part))
+        await until(pilot, lambda: app.lines == len(lines))
+        assert sizes == [2, 9]  # the first at once, the two that followed in one frame
+        assert [v.lineno for v in app.query_one(LogView).entries] == list(range(1, 12))

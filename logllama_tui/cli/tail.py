@@ -138,8 +138,8 @@ def run_plain(paths: list[str], spec: Any, tail_cfg: TailConfig, reader: Any, as
     import threading
 
     from logllama_tui.follow import Follower
-    from logllama_tui.live import LiveWorker
     from logllama_tui.live_engine import open_engine
+    from logllama_tui.live_worker import LiveWorker
 
     def notice(level: str, message: str) -> None:
         click.echo(f"{'Warning' if level == 'warning' else 'Note' if level == 'information' else 'Error'}"

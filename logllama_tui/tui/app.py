@@ -21,10 +21,31 @@ from .details import Details
 from .logview import LogView
 from .messages import CursorMoved, ModelReady, Notice, VerdictBatch
 from .screens import HelpScreen
+from .trace import open_trace
 
 _TAIL, _READER = TailConfig(), ReaderConfig()
 SPARK_SECONDS = 60
 """Seconds of anomaly rate in the header's sparkline."""
+BUSY_LINES = 2_000
+"""Lines per second from which the view takes new lines at most every FRAME_S."""
+FRAME_S = 0.1
+"""A frame costs ~10-25 ms of the one interpreter the scorer also needs: at high rates ten a
+second are enough to follow, and batches that land in between are shown together."""
+
+
+class Stats(Static):
+    """The header's counters; remembers the line count its last render showed (for the trace)."""
+
+    lines_set = 0
+    lines_drawn = 0
+
+    def show(self, text: str, lines: int) -> None:
+        self.lines_set = lines
+        self.update(text, layout=False)  # one row, fixed size: no layout pass per batch
+
+    def render(self) -> Any:
+        self.lines_drawn = self.lines_set
+        return super().render()
 
 
 class TailApp(App[None]):
@@ -63,16 +84,21 @@ class TailApp(App[None]):
         self._second_lines = 0
         self._second_anoms = 0
         self._lps = 0.0
+        self._incoming: list[Any] = []
+        self._shown_at = 0.0
+        self._paced: Any | None = None
         self.follower: Any | None = None
         self.worker: Any | None = None
         self.fingerprint: str | None = None
         self.load_error: str | None = None
+        self.trace = open_trace()
+        """LOGLLAMA_TRACE=FILE: timings for benchmarks/bench_tail.py (tui/trace.py); else None."""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="header"):
-            yield Static(self._stats_text(), id="stats")
+            yield Stats(self._stats_text(), id="stats")
             yield Sparkline(list(self.rates), id="rate", summary_function=max)
-        yield LogView(self.tail.ring_size, id="log")
+        yield LogView(self.tail.ring_size, self.tail.max_anomalies, id="log")
         yield Details(id="details")
         yield Input(placeholder="search text (Enter applies, Esc clears)", id="search")
         yield Footer()
@@ -81,6 +107,8 @@ class TailApp(App[None]):
         self.query_one(LogView).focus()
         self.query_one(Details).show(None)
         self.tick_timer = self.set_interval(1.0, self._tick)
+        if self.trace is not None:
+            self.call_after_refresh(self.trace.event, "screen")
         if self.start_threads:  # after the first frame: torch's import holds the GIL for seconds
             self.call_after_refresh(self.start_following)
 
@@ -88,7 +116,7 @@ class TailApp(App[None]):
     def start_following(self) -> None:
         """Start the follower and the scoring worker (the model loads in the worker)."""
         from logllama_tui.follow import Follower
-        from logllama_tui.live import LiveWorker
+        from logllama_tui.live_worker import LiveWorker
 
         def notice(level: str, text: str) -> None:
             self.post_message(Notice(level, text))
@@ -106,9 +134,25 @@ class TailApp(App[None]):
     def on_unmount(self) -> None:
         if self.follower is not None:
             self.follower.stop()
+        if self.trace is not None:
+            self.trace.close()
 
     def on_verdict_batch(self, message: VerdictBatch) -> None:
-        self.add_verdicts(message.verdicts)
+        self._incoming.extend(message.verdicts)
+        if self._paced is not None:
+            return  # a frame is due: these go with it
+        busy = max(self._lps, self._second_lines) >= BUSY_LINES
+        wait = self._shown_at + FRAME_S - time.monotonic() if busy else 0.0
+        if wait > 0:
+            self._paced = self.set_timer(wait, self._take_incoming)
+        else:
+            self._take_incoming()
+
+    def _take_incoming(self) -> None:
+        self._paced = None
+        self._shown_at = time.monotonic()
+        batch, self._incoming = self._incoming, []
+        self.add_verdicts(batch)
 
     def add_verdicts(self, verdicts: Iterable[Any]) -> None:
         """Show scored lines (also used directly by tests)."""
@@ -118,8 +162,24 @@ class TailApp(App[None]):
         self.anomalies += n_anom
         self._second_lines += len(verdicts)
         self._second_anoms += n_anom
-        self.query_one(LogView).add(verdicts)
+        view = self.query_one(LogView)
+        dropped = view.dropped_anomalies
+        view.add(verdicts)
+        if view.dropped_anomalies and not dropped:  # once: memory stays bounded, say what goes
+            self.notify(f"more than {view.max_anomalies:,} anomalies: the oldest leave the view (and "
+                        "exports); nearly every line flagged often means a model for another log "
+                        "format (--model)", severity="warning", timeout=15)
         self._show_stats()
+        if self.trace is not None:
+            self.trace.batch(verdicts, self.lines)
+            if not self.trace.armed:
+                self.trace.armed = True
+                self.call_after_refresh(self._trace_flush)
+
+    def _trace_flush(self) -> None:
+        assert self.trace is not None
+        stats = self.query_one("#stats", Stats)
+        self.trace.flush(stats.lines_drawn, lambda: self.call_after_refresh(self._trace_flush))
 
     def on_notice(self, message: Notice) -> None:
         severity = message.level if message.level in ("information", "warning", "error") else "information"
@@ -133,6 +193,8 @@ class TailApp(App[None]):
     def on_model_ready(self, message: ModelReady) -> None:
         self.engine = message.engine
         self._show_stats()
+        if self.trace is not None:
+            self.call_after_refresh(self.trace.event, "ready")
 
     def on_cursor_moved(self, message: CursorMoved) -> None:
         self.query_one(Details).show(message.verdict, self.engine.model_name if self.engine else "",
@@ -169,8 +231,8 @@ class TailApp(App[None]):
                 f"[/b red] ({rate:.1%})  {model}  {' '.join(flags)}")
 
     def _show_stats(self) -> None:
-        for stats in self.query("#stats").results(Static):
-            stats.update(self._stats_text())
+        for stats in self.query("#stats").results(Stats):
+            stats.show(self._stats_text(), self.lines)
 
     # -- actions ------------------------------------------------------------------------------
     def action_next_anomaly(self) -> None:

@@ -1,4 +1,5 @@
-"""A virtualized log list: renders only the visible rows; a ring of recent lines, every anomaly kept."""
+"""A virtualized log list: renders only the visible rows; a ring of recent lines, anomalies kept
+(up to a cap, the oldest dropped past it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from rich.segment import Segment
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -47,9 +48,13 @@ class LogView(ScrollView, can_focus=True):
     cursor: reactive[int] = reactive(-1, always_update=True)
     follow: reactive[bool] = reactive(True)
 
-    def __init__(self, ring_size: int = 10_000, **kwargs: Any) -> None:
+    def __init__(self, ring_size: int = 10_000, max_anomalies: int = 100_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ring_size = ring_size
+        self.max_anomalies = max_anomalies
+        self.anomalies = 0
+        self.dropped_anomalies = 0
+        """Anomalies pruned past max_anomalies (the app says so once)."""
         self.entries: list[Any] = []
         self.rows: list[int] = []
         """Indices into entries shown under the current filter."""
@@ -58,34 +63,55 @@ class LogView(ScrollView, can_focus=True):
         self.search = ""
         self.marks: dict[int, str] = {}
         """id(verdict) -> "FP" or "OK" once a person marked it."""
+        self._style: Style | None = None
 
     # -- data ---------------------------------------------------------------------------------
     def add(self, verdicts: list[Any]) -> None:
         """Append scored lines; prune old normal lines past the ring size."""
         base = len(self.entries)
         self.entries.extend(verdicts)
-        self.normals += sum(1 for v in verdicts if not v.anomalous)
-        if self.normals > self.ring_size + max(100, self.ring_size // 4):
+        normals = sum(1 for v in verdicts if not v.anomalous)
+        self.normals += normals
+        self.anomalies += len(verdicts) - normals
+        if (self.normals > self.ring_size + max(100, self.ring_size // 4)
+                or self.anomalies > self.max_anomalies + max(100, self.max_anomalies // 4)):
             self._prune()
-        else:
+        elif self._filtered:
             self.rows.extend(i for i in range(base, len(self.entries)) if self._shown(self.entries[i]))
+        else:  # no filter: every entry is a row (no per-line call)
+            self.rows.extend(range(base, len(self.entries)))
         self._resize()
         if self.follow and self.rows:
             self.cursor = len(self.rows) - 1
             self.scroll_end(animate=False, immediate=True)
 
     def _prune(self) -> None:
-        selected = self.selected
-        drop = self.normals - self.ring_size
+        selected = None if self.follow else self.selected  # following: the cursor goes to the end
+        drop = max(0, self.normals - self.ring_size)
+        drop_bad = max(0, self.anomalies - self.max_anomalies)
         kept: list[Any] = []
-        for v in self.entries:
-            if drop > 0 and not v.anomalous:
+        for i, v in enumerate(self.entries):
+            if drop <= 0 and drop_bad <= 0:  # the oldest are gone: keep the rest as is
+                kept.extend(self.entries[i:])
+                break
+            if v.anomalous:
+                if drop_bad > 0:
+                    drop_bad -= 1
+                    self.anomalies -= 1
+                    self.dropped_anomalies += 1
+                    self.marks.pop(id(v), None)
+                    continue
+            elif drop > 0:
                 drop -= 1
+                self.normals -= 1
                 continue
             kept.append(v)
         self.entries = kept
-        self.normals = sum(1 for v in kept if not v.anomalous)
         self.refilter(selected)
+
+    @property
+    def _filtered(self) -> bool:
+        return self.anomalies_only or bool(self.search)
 
     def _shown(self, v: Any) -> bool:
         if self.anomalies_only and not v.anomalous:
@@ -94,8 +120,11 @@ class LogView(ScrollView, can_focus=True):
 
     def refilter(self, keep: Any | None = None) -> None:
         """Recompute the visible rows; keep the cursor on `keep` (or the nearest row)."""
-        keep = self.selected if keep is None else keep
-        self.rows = [i for i, v in enumerate(self.entries) if self._shown(v)]
+        keep = self.selected if keep is None and not self.follow else keep
+        if self._filtered:
+            self.rows = [i for i, v in enumerate(self.entries) if self._shown(v)]
+        else:
+            self.rows = list(range(len(self.entries)))
         self._resize()
         if keep is not None:
             for row, i in enumerate(self.rows):
@@ -169,11 +198,16 @@ class LogView(ScrollView, can_focus=True):
             self.cursor = row
 
     # -- rendering ----------------------------------------------------------------------------
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._style = self.rich_style  # once per frame, not per row (it walks the CSS)
+        return super().render_lines(crop)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         row = self.scroll_offset.y + y
+        style = self._style if self._style is not None else self.rich_style
         if row >= len(self.rows):
-            return Strip.blank(width, self.rich_style)
+            return Strip.blank(width, style)
         v = self.entries[self.rows[row]]
         kind_style = STYLE_UNSEEN if v.kind == "unseen" else STYLE_RANK if v.kind == "rank" else STYLE_DIM
         mark = self.marks.get(id(v), "  ")
@@ -183,8 +217,7 @@ class LogView(ScrollView, can_focus=True):
             Segment(f"{mark} ", STYLE_MARK),
             Segment(v.text.replace("\t", "    "), STYLE_NORMAL),
         ]
-        strip = Strip(segs).crop_extend(self.scroll_offset.x, self.scroll_offset.x + width,
-                                        self.rich_style)
+        strip = Strip(segs).crop_extend(self.scroll_offset.x, self.scroll_offset.x + width, style)
         if row == self.cursor:
             strip = strip.apply_style(STYLE_CURSOR if self.has_focus else Style(bgcolor="grey23"))
         return strip
