@@ -294,6 +294,20 @@ def load_checkpoint(name_or_path: str | os.PathLike[str], device: str = "cpu") -
     return Checkpoint(path=path, model=model, parser=parser, meta=meta)
 
 
+def unfinished_meta(out: Path, again: str) -> dict[str, Any]:
+    """logllama.json of the unfinished run in `out` for --resume; BadInput when there is none
+    (`again` names the command to run afresh: "train", "finetune")."""
+    if not out.is_dir():
+        raise BadInput(f"--resume: nothing to resume in {out}; start the run without --resume")
+    try:
+        meta = read_meta(out)
+    except BadCheckpoint as exc:
+        raise BadInput(f"--resume: {exc}") from None
+    if meta.get("complete", True):
+        raise BadInput(f"--resume: the run in {out} already finished; {again} again without --resume")
+    return meta
+
+
 def restrict_to_trained(parser: Any, meta: dict[str, Any], path: Path) -> None:
     """Make keys that never occurred in a training sequence unseen (UNK) for `parser`, as every
     engine that loads a checkpoint must (torch-free: the two-core scan's parent calls it too)."""

@@ -360,16 +360,9 @@ def data_sha256(sequences: list[Any], labels: list[list[bool | None]]) -> str:
 
 def resumable(out: Path) -> dict[str, Any]:
     """logllama.json of the unfinished finetune run in `out`; BadInput when there is none."""
-    from logllama_tui.checkpoint import read_meta
+    from logllama_tui.checkpoint import unfinished_meta
 
-    if not out.is_dir():
-        raise BadInput(f"--resume: nothing to resume in {out}; start the run without --resume")
-    try:
-        meta = read_meta(out)
-    except BadCheckpoint as exc:
-        raise BadInput(f"--resume: {exc}") from None
-    if meta.get("complete", True):
-        raise BadInput(f"--resume: the run in {out} already finished; finetune again without --resume")
+    meta = unfinished_meta(out, "finetune")
     if not isinstance(meta.get("rl"), dict):
         raise BadInput(f"--resume: {out} holds no unfinished finetune run (an unfinished `logllama "
                        "train` run resumes with `logllama train --resume`); drop --resume")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from logllama_tui.checkpoint import fingerprint, out_path, read_meta
+from logllama_tui.checkpoint import fingerprint, out_path, read_meta, unfinished_meta
 from logllama_tui.cli import options
 from logllama_tui.cli.train import default_out, format_from_notice, model_config, train_config
 from logllama_tui.config import DetectConfig, to_dict
@@ -25,14 +25,7 @@ def check_out(out: Path, resume: bool) -> None:
         raise BadInput(f"--out {out} is a non-empty directory that is not a logllama checkpoint; "
                        "choose another name or an empty directory")
     if resume:
-        if not out.is_dir():
-            raise BadInput(f"--resume: nothing to resume in {out}; start the run without --resume")
-        try:
-            meta = read_meta(out)
-        except BadCheckpoint as exc:
-            raise BadInput(f"--resume: {exc}") from None
-        if meta.get("complete", True):
-            raise BadInput(f"--resume: the run in {out} already finished; train again without --resume")
+        unfinished_meta(out, "train")
 
 
 def read_meta_quiet(path: Path) -> dict[str, Any]:
