@@ -43,6 +43,24 @@ def test_eval_json_excludes_training_sequences(models) -> None:
     assert f"excluded {used} sequences" in result.stderr
 
 
+def test_eval_warns_when_no_training_sequence_is_in_the_data(models, tmp_path) -> None:
+    """Window ids hold the path as given: data named otherwise would be tested on what it trained on."""
+    import shutil
+
+    log, lab, llama, _ = models
+    moved = tmp_path / "moved"
+    shutil.copytree(llama, moved)
+    meta = json.loads((moved / "logllama.json").read_text())
+    for key in ("train_sids", "val_sids"):
+        meta["split"][key] = [f"elsewhere/{sid}" for sid in meta["split"][key]]
+    (moved / "logllama.json").write_text(json.dumps(meta))
+    for model, warned in ((llama, False), (moved, True)):
+        result = CliRunner().invoke(cli, ["eval", str(log), "--model", str(model), "--labels",
+                                          str(lab), "--k", "1", "--json"])
+        assert result.exit_code == 0, result.output
+        assert ("none of the 20 sequences" in result.stderr) is warned, result.stderr
+
+
 def test_eval_without_the_end_key_misses_the_short_session(models) -> None:
     log, lab, llama, _ = models
     result = CliRunner().invoke(cli, ["eval", str(log), "--model", str(llama), "--labels",

@@ -193,6 +193,12 @@ def command(ctx: click.Context, data_paths: tuple[str, ...], **kwargs: Any) -> N
         click.echo(f"{name}: K = {k} of {ckpt.parser.vocab.n_keys + 1} candidates ({how}); "
                    f"excluded {data['excluded']:,} sequences used in training/validation/RL; "
                    f"{data['unlabelled']:,} unlabelled skipped", err=True)
+        if data["excluded"] == 0 and used_sids(ckpt.meta)[0]:
+            click.echo(f"Warning: none of the {len(used_sids(ckpt.meta)[0]):,} sequences {name} "
+                       "trained, validated or was finetuned on is in this data. Fine for new data; "
+                       "if this is its training data under another spelling of the path (window "
+                       "ids hold the path as given), trained-on sequences are being tested: give "
+                       "the paths as `train` was given them", err=True)
         rows.append({"name": name, "k": k, **metrics(data, k, kwargs["ignore_end"])})
     if len({r["sequences"] for r in rows}) > 1:
         click.echo("Warning: the models cut the data into different test sequences (different "
