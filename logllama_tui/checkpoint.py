@@ -258,16 +258,12 @@ def load_checkpoint(name_or_path: str | os.PathLike[str], device: str = "cpu") -
     import torch
 
     from logllama_tui.model import build_model
-    from logllama_tui.parser import LogParser
 
     path = resolve_model(name_or_path)
     meta = read_meta(path)
     cfg = model_config_of(meta, path)
-    parser = LogParser.from_json(_read_json(path / "parser.json"))
+    parser = load_parser(path, meta)
     vocab_size = len(parser.vocab)
-    if vocab_size != meta["vocab_size"]:
-        raise BadCheckpoint(f"{path}: the parser has {vocab_size} keys but the model "
-                            f"{meta['vocab_size']}; the checkpoint is inconsistent, retrain it")
     config_json = _read_json(path / "config.json")
     if not isinstance(config_json, dict) or config_json.get("vocab_size") != vocab_size:
         raise BadCheckpoint(f"{path / 'config.json'}: vocab_size does not match the parser's "
@@ -290,7 +286,6 @@ def load_checkpoint(name_or_path: str | os.PathLike[str], device: str = "cpu") -
     with torch.no_grad():
         model.load_state_dict(weights, strict=True)
     model.to(device).eval()
-    restrict_to_trained(parser, meta, path)
     return Checkpoint(path=path, model=model, parser=parser, meta=meta)
 
 
@@ -308,18 +303,26 @@ def unfinished_meta(out: Path, again: str) -> dict[str, Any]:
     return meta
 
 
-def restrict_to_trained(parser: Any, meta: dict[str, Any], path: Path) -> None:
-    """Make keys that never occurred in a training sequence unseen (UNK) for `parser`, as every
-    engine that loads a checkpoint must (torch-free: the two-core scan's parent calls it too)."""
+def load_parser(path: Path, meta: dict[str, Any]) -> Any:
+    """The checkpoint's validated parser, as every engine must see it (torch-free: the two-core
+    scan's parent and tail's lean load call it too): its vocabulary matches the model's, and keys
+    that never occurred in a training sequence are unseen (UNK)."""
+    from logllama_tui.parser import LogParser
+
+    parser = LogParser.from_json(_read_json(path / "parser.json"))
+    size = len(parser.vocab)
+    if size != meta["vocab_size"]:
+        raise BadCheckpoint(f"{path}: the parser has {size} keys but the model "
+                            f"{meta['vocab_size']}; the checkpoint is inconsistent, retrain it")
     trained = (meta.get("split") or {}).get("train_keys")
     if trained is None:
-        return
-    size = len(parser.vocab)
+        return parser
     if not isinstance(trained, list) or not all(
             isinstance(k, int) and not isinstance(k, bool) and 0 <= k < size for k in trained):
         raise BadCheckpoint(f"{path / 'logllama.json'}: split.train_keys must be a list of "
                             f"keys below {size}; the file was edited or is corrupt, retrain")
     parser.restrict_to(trained)
+    return parser
 
 
 # -- the model list -------------------------------------------------------------------------

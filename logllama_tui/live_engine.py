@@ -94,18 +94,10 @@ def _load(model: str, dev: Any) -> tuple[Any, Any, Any, dict[str, Any], Any]:
     On CPU a llama loads as the lean forward (lean.py) that StreamScorer runs anyway: no
     `import transformers`, seconds sooner to "model ready". Anything else: load_checkpoint.
     """
-    from .checkpoint import (
-        _read_json,
-        load_checkpoint,
-        read_meta,
-        resolve_model,
-        restrict_to_trained,
-    )
+    from .checkpoint import load_checkpoint, load_parser, read_meta, resolve_model
 
     if dev.type == "cpu":
-        from .errors import BadCheckpoint
         from .lean import LeanLlama, load_lean
-        from .parser import LogParser
         from .prefix import LeanAsHF
 
         path = resolve_model(model)
@@ -115,12 +107,7 @@ def _load(model: str, dev: Any) -> tuple[Any, Any, Any, dict[str, Any], Any]:
             net = None
         if isinstance(net, LeanLlama):
             meta = read_meta(path)
-            parser = LogParser.from_json(_read_json(path / "parser.json"))
-            if len(parser.vocab) != meta["vocab_size"]:
-                raise BadCheckpoint(f"{path}: the parser has {len(parser.vocab)} keys but the "
-                                    f"model {meta['vocab_size']}; the checkpoint is inconsistent")
-            restrict_to_trained(parser, meta, path)  # as load_checkpoint: never trained = unseen
-            return path, LeanAsHF(net), parser, meta, net
+            return path, LeanAsHF(net), load_parser(path, meta), meta, net
     ckpt = load_checkpoint(model, str(dev))
     return ckpt.path, ckpt.model, ckpt.parser, ckpt.meta, None
 

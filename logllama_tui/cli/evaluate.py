@@ -186,15 +186,16 @@ def command(ctx: click.Context, data_paths: tuple[str, ...], **kwargs: Any) -> N
     for name, ckpt in zip(names, ckpts, strict=True):
         fmt, window_cfg = data_settings(ctx, kwargs, ckpt.meta)
         device = next(ckpt.model.parameters()).device
+        used, val = used_sids(ckpt.meta)
         data = gather(ckpt, paths, fmt, options.reader_config(kwargs), window_cfg, labels, exclude,
-                      used_sids(ckpt.meta)[1], want_val, kwargs["batch_size"], device)
+                      val, want_val, kwargs["batch_size"], device)
         check_labels(data, labels is not None)
         k, how = pick_k(kwargs["k"], ckpt, data["val"], kwargs["target_fpr"], kwargs["ignore_end"])
         click.echo(f"{name}: K = {k} of {ckpt.parser.vocab.n_keys + 1} candidates ({how}); "
                    f"excluded {data['excluded']:,} sequences used in training/validation/RL; "
                    f"{data['unlabelled']:,} unlabelled skipped", err=True)
-        if data["excluded"] == 0 and used_sids(ckpt.meta)[0]:
-            click.echo(f"Warning: none of the {len(used_sids(ckpt.meta)[0]):,} sequences {name} "
+        if data["excluded"] == 0 and used:
+            click.echo(f"Warning: none of the {len(used):,} sequences {name} "
                        "trained, validated or was finetuned on is in this data. Fine for new data; "
                        "if this is its training data under another spelling of the path (window "
                        "ids hold the path as given), trained-on sequences are being tested: give "

@@ -59,23 +59,29 @@ def sniff_paths(paths: list[str], max_line_bytes: int) -> str:
     return sniff_format(head, files[0])
 
 
+def model_or_default(model: str | None, paths: list[str], fmt: str, max_line_bytes: int) -> str:
+    """--model, or the shipped model for the data's format (sniffed when `fmt` is auto)."""
+    from logllama_tui.errors import BadInput
+    from logllama_tui.resolve import default_model_for
+
+    if model is not None:
+        return model
+    name = fmt if fmt != "auto" else sniff_paths(paths, max_line_bytes)
+    found = default_model_for(name)
+    if found is None:
+        raise BadInput(f"no --model given and no shipped model for format {name}; train one "
+                       "with `logllama train FILE... --out NAME` and pass --model NAME")
+    return str(found)
+
+
 def open_model(model: str | None, paths: list[str], fmt: str, max_line_bytes: int,
                device: str) -> Any:
     """Load --model (or the shipped model for the data's format) and say which on stderr."""
     from logllama_tui.checkpoint import load_checkpoint
-    from logllama_tui.errors import BadInput
-    from logllama_tui.resolve import default_model_for
     from logllama_tui.scoring import pick_device
 
     dev = pick_device(device)
-    if model is None:
-        name = fmt if fmt != "auto" else sniff_paths(paths, max_line_bytes)
-        found = default_model_for(name)
-        if found is None:
-            raise BadInput(f"no --model given and no shipped model for format {name}; train one "
-                           "with `logllama train FILE... --out NAME` and pass --model NAME")
-        model = str(found)
-    ckpt = load_checkpoint(model, str(dev))
+    ckpt = load_checkpoint(model_or_default(model, paths, fmt, max_line_bytes), str(dev))
     click.echo(f"Model: {ckpt.path} ({ckpt.meta.get('arch', '?')}, {ckpt.meta.get('n_keys', '?')} "
                f"keys) on {dev}", err=True)
     return ckpt

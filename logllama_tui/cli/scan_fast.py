@@ -25,27 +25,12 @@ the size only sets how many frames a burst of closes takes)."""
 
 def open_light(model: str | None, paths: list[str], fmt: str, max_line_bytes: int) -> tuple[Any, Any, dict[str, Any]]:
     """(checkpoint dir, parser, meta) of --model, read without torch (the worker loads the weights)."""
-    from logllama_tui.checkpoint import _read_json, read_meta, resolve_model, restrict_to_trained
-    from logllama_tui.errors import BadCheckpoint, BadInput
-    from logllama_tui.parser import LogParser
+    from logllama_tui.checkpoint import load_parser, read_meta, resolve_model
+    from logllama_tui.cli.scan import model_or_default
 
-    if model is None:
-        from logllama_tui.cli.scan import sniff_paths
-        from logllama_tui.resolve import default_model_for
-
-        name = fmt if fmt != "auto" else sniff_paths(paths, max_line_bytes)
-        found = default_model_for(name)
-        if found is None:
-            raise BadInput(f"no --model given and no shipped model for format {name}; train one "
-                           "with `logllama train FILE... --out NAME` and pass --model NAME")
-        model = str(found)
-    path = resolve_model(model)
+    path = resolve_model(model_or_default(model, paths, fmt, max_line_bytes))
     meta = read_meta(path)
-    parser = LogParser.from_json(_read_json(path / "parser.json"))
-    if len(parser.vocab) != meta["vocab_size"]:
-        raise BadCheckpoint(f"{path}: the parser has {len(parser.vocab)} keys but the model "
-                            f"{meta['vocab_size']}; the checkpoint is inconsistent, retrain it")
-    restrict_to_trained(parser, meta, path)  # as load_checkpoint: never in training = unseen
+    parser = load_parser(path, meta)
     return path, parser, meta
 
 

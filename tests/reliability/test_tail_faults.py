@@ -160,19 +160,17 @@ def outcome(tiny_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Outcom
                 x.write(f"huge {n:07d} ".encode() + b"x" * MIB + b"\n")
                 x.emit(5)
 
-        def binary() -> None:
-            x = w["binary"]
-            for _ in range(10):
-                n = x.take()
-                x.write(f"binary {n:07d} ".encode() + b"\x00\x01\x02\x00\xff\xfe\x7f\x00 end\n")
-            x.emit(5)
+        def odd_bytes(tag: str, tail: bytes) -> Callable[[], None]:
+            """Ten numbered lines ending in `tail`, then five plain ones."""
+            def scenario() -> None:
+                x = w[tag]
+                for _ in range(10):
+                    x.write(f"{tag} {x.take():07d} ".encode() + tail)
+                x.emit(5)
+            return scenario
 
-        def badutf() -> None:
-            x = w["badutf"]
-            for _ in range(10):
-                n = x.take()
-                x.write(f"badutf {n:07d} ".encode() + b"caf\xc3 \xe9t\xe9 \xed\xa0\x80 \xf0\x28\n")
-            x.emit(5)
+        binary = odd_bytes("binary", b"\x00\x01\x02\x00\xff\xfe\x7f\x00 end\n")
+        badutf = odd_bytes("badutf", b"caf\xc3 \xe9t\xe9 \xed\xa0\x80 \xf0\x28\n")
 
         def crlf() -> None:
             x = w["crlf"]
