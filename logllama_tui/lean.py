@@ -125,8 +125,12 @@ class LeanLlama:
         for r, (p, m) in enumerate(ragged):
             groups.setdefault((p, m), []).append((r, at))
             at += m
-        plan = []
+        plan: list[tuple[int, int, Any, Any]] = []
         for (p, m), rows in groups.items():
+            if len(rows) == 1:  # one row: slices, so every read and write below is a view
+                r, o = rows[0]
+                plan.append((p, m, slice(r, r + 1), slice(o, o + m)))
+                continue
             idx = torch.tensor([[o + j for j in range(m)] for _, o in rows])  # [G, m]
             plan.append((p, m, torch.tensor([r for r, _ in rows]), idx))
         scale = 1.0 / math.sqrt(d)
@@ -136,11 +140,13 @@ class LeanLlama:
             qk = qk * cos + qk.roll(d // 2, dims=-1) * sin  # [T, 2, H, D]
             a = torch.empty(t, h, d)
             for p, m, rows, idx in plan:
-                kv[i, 0, rows, :, p:p + m] = qk[idx, 1].transpose(1, 2)  # [G, H, m, D]
-                kv[i, 1, rows, :, p:p + m] = qkv[idx, 2].transpose(1, 2)
+                q_g, v_g = (qk[idx], qkv[idx]) if isinstance(idx, torch.Tensor) else (
+                    qk[idx].unsqueeze(0), qkv[idx].unsqueeze(0))  # [G, m, 2|3, H, D]
+                kv[i, 0, rows, :, p:p + m] = q_g[:, :, 1].transpose(1, 2)  # [G, H, m, D]
+                kv[i, 1, rows, :, p:p + m] = v_g[:, :, 2].transpose(1, 2)
                 keys, values = kv[i, 0, rows, :, :p + m], kv[i, 1, rows, :, :p + m]
-                a[idx] = _attend_causal(qk[idx, 0].transpose(1, 2), keys, values, p,
-                                        scale).transpose(1, 2)
+                out = _attend_causal(q_g[:, :, 0].transpose(1, 2), keys, values, p, scale)
+                a[idx] = out.transpose(1, 2) if isinstance(idx, torch.Tensor) else out[0].transpose(0, 1)
             x = x + F.linear(a.reshape(t, h * d), w_o)
             gate, up = F.linear(self._rms(x, w_post), w_gu).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, w_down)

@@ -313,7 +313,8 @@ class LiveScorer:
 
                 self._streamer = StreamScorer(
                     model, self.scorer.n_keys, self.scorer.k, self.scorer.n_candidates,
-                    context=self.scorer.context, all_candidates=self.scorer.all_candidates)
+                    context=self.scorer.context, overlap=getattr(self.scorer, "overlap", None),
+                    all_candidates=self.scorer.all_candidates)
                 if self._streamer.kind == "llama" and not self.scorer.all_candidates:
                     from .prefix import PrefixTrie
 

@@ -24,6 +24,7 @@ import torch
 
 from logllama_tui.config import BOS, EOS
 from logllama_tui.lean import Bucket
+from logllama_tui.scoring import slicing
 from logllama_tui.verdicts import Candidates
 
 Ranked = tuple[list[int], dict[int, Candidates]]
@@ -77,7 +78,8 @@ class PrefixTrie:
         from logllama_tui.stream import StreamScorer
 
         self.net, self.n_keys, self.k, self.n_candidates = net, n_keys, k, n_candidates
-        self.context = net.max_positions
+        self.context = slicing(net.max_positions)[0]
+        """Depth of the trie: Scorer's first slice (positions past it restart, see `rank`)."""
         slot = net.n_layers * 2 * net.n_heads * net.head_dim * 4
         self.capacity = max(self.context + 1, min(max_bytes // slot, MAX_NODES))
         # torch.empty commits pages only as slots are written: memory follows the trie's size

@@ -22,6 +22,37 @@ from logllama_tui.records import Sequence
 from logllama_tui.resolve import default_model_for, resolve_k  # re-exported: they need no torch
 from logllama_tui.verdicts import Candidates, KeyVerdict, ScoredSequence
 
+SCORE_SLICE = 128
+"""Most inputs (BOS and keys) one slice scores, and at most the model's context. A longer sequence
+is scored slice by slice, each slice restarting from the last eighth of the one before (16 inputs),
+so every key sees 16-127 keys of history. Against slices of the paper model's whole context (512)
+restarting from its last half, a key past the first slice runs ~1.14 times instead of ~2 and
+attends over 16-127 positions instead of 256-511: one busy stream past the context went from
+~2,070 to ~6,000 keys/s here (BENCHMARKS.md, speed: attention with 6-wide heads costs ~3 ns per
+score on this CPU and was two thirds of the time). The model trains on chunks that start with no
+history at all (batching.frame), so this much history is within what it has learned; on BGL's
+long 60 s windows 10 of 44,291 ranks of normal keys past the first slice changed and no window's
+verdict did (BENCHMARKS.md). A key's history is still unbounded for an LSTM (no slices)."""
+
+
+def slicing(context: int | None, overlap: int | None = None) -> tuple[int | None, int]:
+    """(slice length, inputs each later slice repeats from the one before) for a model context
+    (None: unbounded, one slice per sequence)."""
+    if context is None:
+        return None, 0
+    span = min(context, SCORE_SLICE)
+    keep = max(1, span // 8) if overlap is None else overlap
+    if not 1 <= keep < span:
+        raise BadInput(f"slice overlap {keep} must be between 1 and {span - 1}")
+    return span, keep
+
+
+def slice_start(p: int, span: int | None, keep: int) -> int:
+    """Input index where the slice that scores input position p begins (0 within the first)."""
+    if span is None or p < span:
+        return 0
+    return ((p - keep) // (span - keep)) * (span - keep)
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """'auto' -> cuda, mps or cpu; a named device that is not there -> BadInput."""
@@ -76,7 +107,7 @@ class Scorer:
     def __init__(self, model: Any, n_keys: int, k: int, device: str | torch.device = "cpu",
                  batch_size: int = 128, n_candidates: int = 5, *, score_end: bool = True,
                  all_candidates: bool = False, context: int | None = None,
-                 cache_keys: int = 2_000_000) -> None:
+                 overlap: int | None = None, cache_keys: int = 2_000_000) -> None:
         if n_keys < 1:
             raise BadInput("the model knows no log keys: retrain it on data with at least one line")
         if not 1 <= k <= n_keys + 1:
@@ -89,9 +120,11 @@ class Scorer:
         self.n_candidates = n_candidates
         self.score_end = score_end
         self.all_candidates = all_candidates
-        self.context = context if context is not None else model_context(model)
-        if self.context is not None and self.context < 2:
-            raise BadInput(f"model context {self.context} is too short to score anything")
+        context = context if context is not None else model_context(model)
+        if context is not None and context < 2:
+            raise BadInput(f"model context {context} is too short to score anything")
+        self.context, self.overlap = slicing(context, overlap)
+        """Slice length (SCORE_SLICE at most) and the inputs a later slice repeats (see slicing)."""
         self.cache_keys = cache_keys
         """Bound on the keys held by the cache of scored tuples (bounded memory on endless logs)."""
         self._cache: OrderedDict[tuple[int, ...], _Ranked] = OrderedDict()
@@ -169,17 +202,16 @@ class Scorer:
         return result
 
     def _pieces(self, owner: int, keys: tuple[int, ...]) -> list[_Piece]:
-        """Frame one tuple; cut it into overlapping slices when it is longer than the context."""
+        """Frame one tuple; cut it into overlapping slices when it is longer than a slice."""
         inputs = [BOS, *keys]
         targets = [*keys, EOS]
         n, c = len(inputs), self.context
         if c is None or n <= c:
             return [_Piece(owner, 0, inputs, targets, 0)]
-        half = c // 2
         pieces = [_Piece(owner, 0, inputs[:c], targets[:c], 0)]
         pos = c  # first position not scored yet
         while pos < n:
-            start = pos - half  # every scored position sees at least `half` keys of history
+            start = slice_start(pos, c, self.overlap)  # pos - overlap: that much history at least
             end = min(start + c, n)
             pieces.append(_Piece(owner, start, inputs[start:end], targets[start:end], pos - start))
             pos = end
@@ -274,5 +306,5 @@ def k_for_fpr(max_ranks: list[int], n_keys: int, target_fpr: float) -> int:
     return max(1, min(n_keys + 1, ordered[allowed] + 1))
 
 
-__all__ = ["KeyVerdict", "ScoredSequence", "Scorer", "resolve_k", "calibrate_k", "k_for_fpr",
-           "default_model_for", "pick_device", "model_context"]
+__all__ = ["SCORE_SLICE", "KeyVerdict", "ScoredSequence", "Scorer", "resolve_k", "calibrate_k",
+           "k_for_fpr", "default_model_for", "pick_device", "model_context", "slice_start", "slicing"]

@@ -6,8 +6,8 @@ needs to go on: the KV cache of the lean llama forward (lean.py), the (h, c) of 
 and feeds only the keys that arrived since the last step, one chunk per stream, all streams of a
 step in one batched pass (ragged chunks and ragged pasts under one attention mask).
 
-Ranks equal `Scorer`'s teacher-forced ones, long sequences included: past the model's context `c`
-a stream restarts from its last c/2 inputs exactly where `Scorer._pieces` starts a new slice
+Ranks equal `Scorer`'s teacher-forced ones, long sequences included: past a slice (scoring.slicing)
+a stream restarts from its last `overlap` inputs exactly where `Scorer._pieces` starts a new slice
 (tests/test_stream.py checks equality on ragged chunks over several streams).
 """
 
@@ -21,8 +21,11 @@ from typing import Any
 import torch
 
 from logllama_tui.config import BOS, EOS, FIRST_KEY, PAD, UNK
-from logllama_tui.scoring import Candidates, KeyVerdict, model_context
+from logllama_tui.scoring import Candidates, KeyVerdict, model_context, slice_start, slicing
 
+ROUND_POSITIONS = 4_096
+"""Positions (past and new) of the slices run in one batched pass at most (~40 MB of K/V at
+paper size); a longer call runs in rounds."""
 MAX_CACHED_POSITIONS = 16_384
 """Positions of KV cache kept over all streams (~10 KB each for the paper-size model); the least
 recently used streams are dropped beyond it and rebuilt from their keys if they come back."""
@@ -81,27 +84,30 @@ class _State:
 
 @dataclass(slots=True)
 class _Segment:
-    """One stream's work in one round: feed inputs [fed, end), score targets [score, end)."""
+    """One stream's work in one slice: feed inputs [fed, end), score targets [score, end)."""
 
     job: int
     state: _State
     fed: int
     score: int
     end: int
+    kept: bool = True
+    """Its state is the stream's state after this call (False: an earlier slice of a long chunk)."""
 
 
 class StreamScorer:
     """Per-stream incremental ranks: `rank(jobs)` scores each stream's new keys in one batched pass."""
 
     def __init__(self, model: Any, n_keys: int, k: int, n_candidates: int = 5, *,
-                 context: int | None = None, all_candidates: bool = False,
-                 max_cached: int = MAX_CACHED_POSITIONS, lean: bool = True) -> None:
+                 context: int | None = None, overlap: int | None = None,
+                 all_candidates: bool = False, max_cached: int = MAX_CACHED_POSITIONS,
+                 lean: bool = True) -> None:
         from logllama_tui.lean import LeanLlama, supported_config
         from logllama_tui.model import DeepLogLSTM
 
         self.model, self.n_keys, self.k = model, n_keys, k
         self.n_candidates, self.all_candidates = n_candidates, all_candidates
-        self.context = context if context is not None else model_context(model)
+        context = context if context is not None else model_context(model)
         self.max_cached = max_cached
         self.net: Any = model
         self.kind = "full"
@@ -112,10 +118,12 @@ class StreamScorer:
             self.kind = "lstm"
         elif lean and hasattr(model, "config") and supported_config(model.config.to_dict()):
             self.net, self.kind = LeanLlama.from_hf(model), "llama"
-        if self.kind == "llama" and self.context is None:
-            self.context = self.net.max_positions
+        if self.kind == "llama" and context is None:
+            context = self.net.max_positions
         if self.kind == "lstm":
-            self.context = None  # an LSTM carries its state: no slices, exactly as Scorer
+            context = None  # an LSTM carries its state: no slices, exactly as Scorer
+        self.context, self.overlap = slicing(context, overlap)
+        """Slice length and the inputs a restart repeats: the same as Scorer's for this model."""
         if hasattr(model, "eval"):
             model.eval()
         self.states: OrderedDict[Hashable, _State] = OrderedDict()
@@ -125,13 +133,29 @@ class StreamScorer:
 
     # -- public ---------------------------------------------------------------------------
     def rank(self, jobs: Sequence[Job]) -> list[list[KeyVerdict]]:
-        """Verdicts for keys[start:] of each job, given all its keys before (one job per stream)."""
+        """Verdicts for keys[start:] of each job, given all its keys before (one job per stream).
+
+        Every slice a chunk reaches goes into the same batched pass (a later slice restarts from
+        keys the caller gave, so it needs nothing from the slice before), in rounds of at most
+        ROUND_POSITIONS positions so that a huge chunk does not hold all its slices' K/V at once.
+        """
         out: list[list[KeyVerdict]] = [[] for _ in jobs]
-        todo = [(j, start) for j, (_, keys, start) in enumerate(jobs) if start < len(keys)]
-        while todo:
-            segs = [self._segment(j, s, jobs[j]) for j, s in todo]
-            self._run(segs, jobs, out)
-            todo = [(g.job, g.end) for g in segs if g.end < len(jobs[g.job][1])]
+        segs = [g for j, job in enumerate(jobs) if job[2] < len(job[1])
+                for g in self._segments(j, job)]
+        kept = [g.state for g in segs if g.kept]
+        before = sum(st.size for st in kept)
+        batch: list[_Segment] = []
+        room = ROUND_POSITIONS
+        for g in segs:  # a job's slices in order: its verdicts are appended in order
+            need = g.end - g.state.start
+            if batch and need > room:
+                self._run(batch, jobs, out)
+                batch, room = [], ROUND_POSITIONS
+            batch.append(g)
+            room -= need
+        if batch:
+            self._run(batch, jobs, out)
+        self._held += sum(st.size for st in kept) - before
         self._evict()
         return out
 
@@ -156,26 +180,30 @@ class StreamScorer:
     # -- planning ---------------------------------------------------------------------------
     def piece_start(self, p: int) -> int:
         """Input index where the slice that scores position p begins (Scorer._pieces' cut)."""
-        c = self.context
-        if c is None or p < c:
-            return 0
-        half = c // 2
-        return ((p - half) // (c - half)) * (c - half)
+        return slice_start(p, self.context, self.overlap)
 
-    def _segment(self, j: int, s: int, job: Job) -> _Segment:
-        stream, keys, _ = job
+    def _segments(self, j: int, job: Job) -> list[_Segment]:
+        """The slices job j's new keys fall in: the first goes on from the stream's state when it
+        matches, each later one starts afresh; the last one's state becomes the stream's."""
+        stream, keys, s = job
         start = self.piece_start(s)
-        end = len(keys) if self.context is None else min(len(keys), start + self.context)
-        st = self.states.get(stream)
+        st = self.states.pop(stream, None)
+        if st is not None:
+            self._held -= st.size
         if (st is None or st.start != start or st.n > s
                 or (st.n > start and _input(keys, st.n - 1) != st.last)):
-            if st is not None:
-                self._held -= st.size
             st = _State(start, start, -1)
-            self.states[stream] = st
-            self._held += st.size
-        self.states.move_to_end(stream)
-        return _Segment(j, st, st.n, s, end)
+        segs = []
+        while True:
+            end = len(keys) if self.context is None else min(len(keys), start + self.context)
+            segs.append(_Segment(j, st, st.n, s, end, kept=end >= len(keys)))
+            if end >= len(keys):
+                break
+            s, start = end, self.piece_start(end)
+            st = _State(start, start, -1)
+        self.states[stream] = st
+        self._held += st.size
+        return segs
 
     def _evict(self) -> None:
         while self._held > self.max_cached and len(self.states) > 1:
@@ -214,7 +242,8 @@ class StreamScorer:
         pasts = [g.fed - g.state.start for g in segs]
         lens = [len(x) for x in inputs]
         for g, past, n in zip(segs, pasts, lens, strict=True):
-            self._reserve(g.state, past + n)
+            if g.kept or len(segs) == 1:  # an earlier slice of a long chunk is not kept
+                self._reserve(g.state, past + n)
         if len(segs) == 1:  # the busy-stream case: attend straight over the stream's buffer
             st = segs[0].state
             ids = torch.tensor([inputs[0]])
@@ -235,7 +264,8 @@ class StreamScorer:
         logits = flat.new_zeros(len(segs), width, flat.shape[-1])
         logits[rows, cols] = flat
         for b, (g, past, n) in enumerate(zip(segs, pasts, lens, strict=True)):
-            g.state.cache[:, :, 0, :, past:past + n] = kv[:, :, b, :, past:past + n]
+            if g.kept:
+                g.state.cache[:, :, 0, :, past:past + n] = kv[:, :, b, :, past:past + n]
         return logits
 
     def _reserve(self, st: _State, need: int) -> None:
@@ -247,8 +277,7 @@ class StreamScorer:
         buf = self.net.kv_buffer(1, cap)
         if have:
             buf[:, :, :, :, :have] = st.cache
-        self._held += cap - st.size
-        st.cache = buf
+        st.cache = buf  # rank() counts the growth of the streams' states in _held
 
     def _lstm(self, segs: list[_Segment], inputs: list[list[int]]) -> torch.Tensor:
         """Carry (h, c): pack the ragged chunks, start each row from its stream's state."""

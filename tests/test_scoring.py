@@ -11,7 +11,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from logllama_tui.config import BOS, EOS, FIRST_KEY, UNK
 from logllama_tui.errors import BadInput
 from logllama_tui.records import Sequence
-from logllama_tui.scoring import Scorer, calibrate_k, default_model_for, k_for_fpr, resolve_k
+from logllama_tui.scoring import (
+    SCORE_SLICE,
+    Scorer,
+    calibrate_k,
+    default_model_for,
+    k_for_fpr,
+    resolve_k,
+    slice_start,
+    slicing,
+)
 
 torch.set_num_threads(1)
 N_KEYS = 6
@@ -128,12 +137,28 @@ def test_long_sequence_is_strided_not_truncated() -> None:
     assert llama.seq.keys == keys * 3 and len(llama.verdicts) == 159
 
 
-def test_stride_gives_each_slice_half_a_context_of_history() -> None:
-    scorer = Scorer(ascending(), N_KEYS, k=3, context=8)
+def test_each_later_slice_repeats_the_overlap_as_history() -> None:
+    scorer = Scorer(ascending(), N_KEYS, k=3, context=8, overlap=4)
     pieces = scorer._pieces(0, tuple([4] * 20))  # 21 framed positions
     assert [(p.start, len(p.inputs), p.first_scored) for p in pieces] == [
         (0, 8, 0), (4, 8, 4), (8, 8, 4), (12, 8, 4), (16, 5, 4)]
     assert pieces[0].inputs[0] == BOS and pieces[-1].targets[-1] == EOS
+    # by default a later slice repeats the last eighth of a slice: 16 -> 2 inputs of history
+    pieces = Scorer(ascending(), N_KEYS, k=3, context=16)._pieces(0, tuple([4] * 40))
+    assert [(p.start, len(p.inputs), p.first_scored) for p in pieces] == [
+        (0, 16, 0), (14, 16, 2), (28, 13, 2)]
+    with pytest.raises(BadInput, match="overlap"):
+        Scorer(ascending(), N_KEYS, k=3, context=8, overlap=8)
+
+
+def test_slices_are_score_slice_long_for_a_longer_context() -> None:
+    assert slicing(512) == (SCORE_SLICE, SCORE_SLICE // 8) and slicing(None) == (None, 0)
+    assert Scorer(tiny_llama(context=2 * SCORE_SLICE), N_KEYS, k=3).context == SCORE_SLICE
+    assert slicing(16) == (16, 2)
+    span, keep = SCORE_SLICE, SCORE_SLICE // 8
+    assert [slice_start(p, span, keep) for p in (0, span - 1, span, 2 * span - keep - 1,
+                                                 2 * span - keep)] == [0, 0, span - keep, span - keep,
+                                                                         2 * (span - keep)]
 
 
 def test_identical_sequences_run_through_the_model_once() -> None:

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from logllama_tui import stream as stream_module
 from logllama_tui.config import UNK, ModelConfig
 from logllama_tui.lean import LeanLlama
 from logllama_tui.model import build_model
@@ -32,7 +33,7 @@ def tiny(arch: str) -> torch.nn.Module:
 def streams(seed: int) -> dict[str, list[int]]:
     rng = random.Random(seed)
     keys = [UNK, *range(4, 4 + N_KEYS)]
-    # lengths past the context (16) exercise the restart from the last context/2 inputs
+    # lengths past the context (16) exercise the restarts from the last `overlap` inputs
     return {f"s{i}": [rng.choice(keys) for _ in range(rng.randint(1, 50))] for i in range(5)}
 
 
@@ -53,13 +54,14 @@ def feed_ragged(scorer: StreamScorer, data: dict[str, list[int]], seed: int) -> 
     return got
 
 
-@pytest.mark.parametrize("arch,lean", [("llama", True), ("llama", False), ("deeplog", True)])
-def test_stream_ranks_equal_full_pass(arch: str, lean: bool) -> None:
+@pytest.mark.parametrize("arch,lean,overlap", [("llama", True, None), ("llama", True, 8),
+                                               ("llama", False, None), ("deeplog", True, None)])
+def test_stream_ranks_equal_full_pass(arch: str, lean: bool, overlap: int | None) -> None:
     model = tiny(arch)
     data = streams(1)
-    full = Scorer(model, N_KEYS, K, batch_size=3)
+    full = Scorer(model, N_KEYS, K, batch_size=3, overlap=overlap)
     ref = {sid: full.score([Sequence(sid, keys)])[0].verdicts for sid, keys in data.items()}
-    stream = StreamScorer(model, N_KEYS, K, lean=lean)
+    stream = StreamScorer(model, N_KEYS, K, overlap=overlap, lean=lean)
     assert stream.kind == {"llama": "llama" if lean else "full", "deeplog": "lstm"}[arch]
     got = feed_ragged(stream, data, 2)
     for sid in data:
@@ -80,9 +82,26 @@ def test_stream_evicted_state_is_rebuilt() -> None:
     assert small.forward_keys > ref.forward_keys  # evictions forced rebuilds
 
 
+def test_one_long_chunk_runs_all_its_slices_in_bounded_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream_module, "ROUND_POSITIONS", 40)  # about 2 slices of 16 per round
+    model = tiny("llama")
+    rng = random.Random(5)
+    keys = [rng.randrange(4, 4 + N_KEYS) for _ in range(300)]
+    ref = [v.rank for v in Scorer(model, N_KEYS, K).score([Sequence("a", keys)])[0].verdicts]
+    stream = StreamScorer(model, N_KEYS, K)
+    got = [v.rank for v in stream.rank([("a", keys[:290], 0), ("b", keys[:5], 0)])[0]]
+    got += [v.rank for v in stream.rank([("a", keys, 290)])[0]]  # goes on from the kept slice
+    assert got == ref
+    assert stream.forward_keys < 300 * 1.2  # each key once, plus the 2 inputs each restart repeats
+    assert stream._held == sum(st.size for st in stream.states.values())
+
+
 def test_stream_restarts_where_scorer_cuts() -> None:
-    stream = StreamScorer(tiny("llama"), N_KEYS, K)
-    assert [stream.piece_start(p) for p in (0, 15, 16, 23, 24, 31, 32)] == [0, 0, 8, 8, 16, 16, 24]
+    stream = StreamScorer(tiny("llama"), N_KEYS, K)  # context 16: slices repeat 2 inputs
+    assert (stream.context, stream.overlap) == (16, 2)
+    assert [stream.piece_start(p) for p in (0, 15, 16, 29, 30, 43, 44)] == [0, 0, 14, 14, 28, 28, 42]
+    half = StreamScorer(tiny("llama"), N_KEYS, K, overlap=8)
+    assert [half.piece_start(p) for p in (0, 15, 16, 23, 24, 31, 32)] == [0, 0, 8, 8, 16, 16, 24]
 
 
 def test_lean_forward_matches_transformers_and_its_cache() -> None:
