@@ -147,7 +147,7 @@ class StreamScorer:
         batch: list[_Segment] = []
         room = ROUND_POSITIONS
         for g in segs:  # a job's slices in order: its verdicts are appended in order
-            need = g.end - g.state.start
+            need = g.end - (g.fed if self.kind == "lstm" else g.state.start)  # (h, c): no past
             if batch and need > room:
                 self._run(batch, jobs, out)
                 batch, room = [], ROUND_POSITIONS

@@ -96,6 +96,18 @@ def test_one_long_chunk_runs_all_its_slices_in_bounded_rounds(monkeypatch: pytes
     assert stream._held == sum(st.size for st in stream.states.values())
 
 
+def test_lstm_streams_share_one_pass_however_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    scorer = StreamScorer(tiny("deeplog"), N_KEYS, K)
+    keys = [4 + i % N_KEYS for i in range(3000)]
+    scorer.rank([(s, keys[:2990], 0) for s in "abc"])
+    calls: list[int] = []
+    run = scorer._run
+    monkeypatch.setattr(scorer, "_run", lambda segs, jobs, out: (calls.append(len(segs)),
+                                                                 run(segs, jobs, out)))
+    got = scorer.rank([(s, keys, 2990) for s in "abc"])
+    assert calls == [3] and [len(v) for v in got] == [10, 10, 10]  # (h, c) carried: no past to hold
+
+
 def test_stream_restarts_where_scorer_cuts() -> None:
     stream = StreamScorer(tiny("llama"), N_KEYS, K)  # context 16: slices repeat 2 inputs
     assert (stream.context, stream.overlap) == (16, 2)
