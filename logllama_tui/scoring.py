@@ -35,12 +35,13 @@ long 60 s windows 10 of 44,291 ranks of normal keys past the first slice changed
 verdict did (BENCHMARKS.md). A key's history is still unbounded for an LSTM (no slices)."""
 
 
-def slicing(context: int | None, overlap: int | None = None) -> tuple[int | None, int]:
+def slicing(context: int | None, overlap: int | None = None,
+            longest: int | None = None) -> tuple[int | None, int]:
     """(slice length, inputs each later slice repeats from the one before) for a model context
-    (None: unbounded, one slice per sequence)."""
+    (None: unbounded, one slice per sequence); slices of `longest` (SCORE_SLICE) at most."""
     if context is None:
         return None, 0
-    span = min(context, SCORE_SLICE)
+    span = min(context, longest or SCORE_SLICE)
     keep = max(1, span // 8) if overlap is None else overlap
     if not 1 <= keep < span:
         raise BadInput(f"slice overlap {keep} must be between 1 and {span - 1}")
@@ -107,7 +108,8 @@ class Scorer:
     def __init__(self, model: Any, n_keys: int, k: int, device: str | torch.device = "cpu",
                  batch_size: int = 128, n_candidates: int = 5, *, score_end: bool = True,
                  all_candidates: bool = False, context: int | None = None,
-                 overlap: int | None = None, cache_keys: int = 2_000_000) -> None:
+                 overlap: int | None = None, slice_keys: int | None = None,
+                 cache_keys: int = 2_000_000) -> None:
         if n_keys < 1:
             raise BadInput("the model knows no log keys: retrain it on data with at least one line")
         if not 1 <= k <= n_keys + 1:
@@ -123,7 +125,7 @@ class Scorer:
         context = context if context is not None else model_context(model)
         if context is not None and context < 2:
             raise BadInput(f"model context {context} is too short to score anything")
-        self.context, self.overlap = slicing(context, overlap)
+        self.context, self.overlap = slicing(context, overlap, slice_keys)
         """Slice length (SCORE_SLICE at most) and the inputs a later slice repeats (see slicing)."""
         self.cache_keys = cache_keys
         """Bound on the keys held by the cache of scored tuples (bounded memory on endless logs)."""

@@ -100,8 +100,8 @@ class StreamScorer:
 
     def __init__(self, model: Any, n_keys: int, k: int, n_candidates: int = 5, *,
                  context: int | None = None, overlap: int | None = None,
-                 all_candidates: bool = False, max_cached: int = MAX_CACHED_POSITIONS,
-                 lean: bool = True) -> None:
+                 slice_keys: int | None = None, all_candidates: bool = False,
+                 max_cached: int = MAX_CACHED_POSITIONS, lean: bool = True) -> None:
         from logllama_tui.lean import LeanLlama, supported_config
         from logllama_tui.model import DeepLogLSTM
 
@@ -122,7 +122,7 @@ class StreamScorer:
             context = self.net.max_positions
         if self.kind == "lstm":
             context = None  # an LSTM carries its state: no slices, exactly as Scorer
-        self.context, self.overlap = slicing(context, overlap)
+        self.context, self.overlap = slicing(context, overlap, slice_keys)
         """Slice length and the inputs a restart repeats: the same as Scorer's for this model."""
         if hasattr(model, "eval"):
             model.eval()

@@ -54,14 +54,17 @@ def feed_ragged(scorer: StreamScorer, data: dict[str, list[int]], seed: int) -> 
     return got
 
 
-@pytest.mark.parametrize("arch,lean,overlap", [("llama", True, None), ("llama", True, 8),
-                                               ("llama", False, None), ("deeplog", True, None)])
-def test_stream_ranks_equal_full_pass(arch: str, lean: bool, overlap: int | None) -> None:
+@pytest.mark.parametrize("arch,lean,overlap,longest", [
+    ("llama", True, None, None), ("llama", True, 8, None), ("llama", True, None, 12),
+    ("llama", False, None, None), ("deeplog", True, None, None)])
+def test_stream_ranks_equal_full_pass(arch: str, lean: bool, overlap: int | None,
+                                      longest: int | None) -> None:
     model = tiny(arch)
     data = streams(1)
-    full = Scorer(model, N_KEYS, K, batch_size=3, overlap=overlap)
+    full = Scorer(model, N_KEYS, K, batch_size=3, overlap=overlap, slice_keys=longest)
     ref = {sid: full.score([Sequence(sid, keys)])[0].verdicts for sid, keys in data.items()}
-    stream = StreamScorer(model, N_KEYS, K, overlap=overlap, lean=lean)
+    stream = StreamScorer(model, N_KEYS, K, overlap=overlap, slice_keys=longest, lean=lean)
+    assert stream.context == full.context == (None if arch == "deeplog" else longest or 16)
     assert stream.kind == {"llama": "llama" if lean else "full", "deeplog": "lstm"}[arch]
     got = feed_ragged(stream, data, 2)
     for sid in data:
