@@ -17,10 +17,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"speed": "bench_speed.py", "parse": "bench_parse.py", "detect": "bench_detect.py",
-           "rl": "bench_rl.py", "tail": "bench_tail.py"}
+           "rl": "bench_rl.py", "tail": "bench_tail.py", "slices": "bench_slices.py"}
 """name -> script; each writes benchmarks/out/<name>.md."""
 TAKES_RUNS = {"speed", "parse", "tail"}
-TAKES_DATA = {"speed", "parse", "detect", "tail"}
+TAKES_DATA = {"speed", "parse", "detect", "tail", "slices"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
