@@ -314,12 +314,14 @@ class LiveScorer:
                 self._streamer = StreamScorer(
                     model, self.scorer.n_keys, self.scorer.k, self.scorer.n_candidates,
                     context=self.scorer.context, overlap=getattr(self.scorer, "overlap", None),
-                    all_candidates=self.scorer.all_candidates)
+                    slice_keys=self.scorer.context, all_candidates=self.scorer.all_candidates)
                 if self._streamer.kind == "llama" and not self.scorer.all_candidates:
                     from .prefix import PrefixTrie
 
                     self._trie = PrefixTrie(self._streamer.net, self.scorer.n_keys, self.scorer.k,
-                                            self.scorer.n_candidates, max_bytes=TRIE_BYTES)
+                                            self.scorer.n_candidates, max_bytes=TRIE_BYTES,
+                                            context=self._streamer.context,
+                                            overlap=self._streamer.overlap)
         return self._streamer or None
 
     def expire(self, now: float) -> None:

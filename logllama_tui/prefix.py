@@ -74,19 +74,22 @@ class PrefixTrie:
     """
 
     def __init__(self, net: Any, n_keys: int, k: int, n_candidates: int = 5,
-                 max_bytes: int = MAX_TRIE_BYTES) -> None:
+                 max_bytes: int = MAX_TRIE_BYTES, *, context: int | None = None,
+                 overlap: int | None = None) -> None:
         from logllama_tui.stream import StreamScorer
 
         self.net, self.n_keys, self.k, self.n_candidates = net, n_keys, k, n_candidates
-        self.context = slicing(net.max_positions)[0]
-        """Depth of the trie: Scorer's first slice (positions past it restart, see `rank`)."""
+        self.context, overlap = slicing(context or net.max_positions, overlap, context)
+        """Depth of the trie: the Scorer's first slice (positions past it restart, see `rank`);
+        context/overlap: the Scorer's, when it was made with other slices than the default."""
         slot = net.n_layers * 2 * net.n_heads * net.head_dim * 4
         self.capacity = max(self.context + 1, min(max_bytes // slot, MAX_NODES))
         # torch.empty commits pages only as slots are written: memory follows the trie's size
         self.pool = torch.empty(net.n_layers, 2, self.capacity, net.n_heads, net.head_dim)
         self.logits = torch.empty(self.capacity, net.vocab_size)
         self.parents = torch.empty(self.capacity, dtype=torch.long)
-        self.tails = StreamScorer(net, n_keys, k, n_candidates, max_cached=1 << 30)
+        self.tails = StreamScorer(net, n_keys, k, n_candidates, context=self.context,
+                                  overlap=overlap, max_cached=1 << 30)
         self.tags: dict[Hashable, list[int]] = {}
         """Keys of each growing sequence (up to the context), to rebuild its path after a clear."""
         self.at: dict[Hashable, tuple[int, int]] = {}

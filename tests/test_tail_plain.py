@@ -42,7 +42,7 @@ def interleaved() -> list[str]:
 
 
 def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int],
-                  prefix_nodes: int | None = None) -> int:
+                  prefix_nodes: int | None = None, **scorer_kw: int) -> int:
     """Score lines in batches of the given sizes live, and as finished sequences; compare."""
     from logllama_tui.checkpoint import load_checkpoint
     from logllama_tui.formats import get_format
@@ -56,7 +56,7 @@ def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int
     lines = [Line("f.log", i + 1, t) for i, t in enumerate(texts)]
     records = list(get_format("hdfs").records(lines))
     window = dataclasses.replace(window, mode=mode)
-    live = LiveScorer(c.parser, Scorer(c.model, n_keys, 1), window, "session")
+    live = LiveScorer(c.parser, Scorer(c.model, n_keys, 1, **scorer_kw), window, "session")
     if prefix_nodes is not None:  # a trie that starts afresh every few nodes
         from logllama_tui.live_prefix import PrefixVerdicts
 
@@ -70,7 +70,8 @@ def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int
     assert [v.lineno for v in verdicts] == list(range(1, len(lines) + 1))
     pipe = make_pipeline(c.parser, window, mode)
     seqs = [s for r in records for s in pipe.feed(r)] + pipe.flush()
-    whole = {s.sid: sc for s, sc in zip(seqs, Scorer(c.model, n_keys, 1).score(seqs), strict=True)}
+    whole = {s.sid: sc for s, sc in zip(seqs, Scorer(c.model, n_keys, 1, **scorer_kw).score(seqs),
+                                        strict=True)}
     compared = 0
     for v in verdicts:
         if v.sid is None:
@@ -123,6 +124,12 @@ def test_a_repeated_session_is_answered_without_the_model(ckpt: Path) -> None:
     assert live.prefixes.hits == 4  # the verdict cache answered every line
     assert [(v.rank, v.kind, v.candidates) for v in second] == [(v.rank, v.kind, v.candidates) for v in first]
     assert [v.sid for v in second] == ["blk_6"] * 4 and [c[0] for c in second[3].context] == [5, 6, 7]
+
+
+def test_live_follows_the_scorers_slices(ckpt: Path) -> None:
+    # slices of 3 keys repeating 1: every session crosses slices, in the trie, the streams and Scorer
+    assert live_vs_whole(ckpt, WindowConfig(), "session", [1, 2, 3, 100], slice_keys=3, overlap=1) \
+        == len(interleaved()) - 1
 
 
 @pytest.mark.parametrize(("size", "step"), [(4, 4), (5, 2)])
