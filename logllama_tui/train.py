@@ -195,6 +195,7 @@ def train(
     # -- the loop ---------------------------------------------------------------------------
     model.train()
     deferred = _DeferredInterrupt()  # SIGINT/SIGTERM stop the loop between batches, never inside one
+    busy = False  # inside a batch or the epoch's bookkeeping: a second signal may leave it half done
     try:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
             if hasattr(loader, "set_epoch"):
@@ -205,6 +206,7 @@ def train(
             for i, batch in enumerate(loader):
                 if i < state.batch:
                     continue  # done before the interruption this run resumes
+                busy = True
                 lr = get_lr(state.step, total_steps, cfg.lr, warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -219,12 +221,13 @@ def train(
                 keys = int(batch["attention_mask"].sum().item()) * accelerator.num_processes
                 epoch_loss, epoch_count, epoch_keys = epoch_loss + loss_sum.item(), epoch_count + n.item(), epoch_keys + keys
                 state.epoch_loss, state.epoch_count = epoch_loss, epoch_count
+                busy = False
                 elapsed = time.perf_counter() - t0
                 notify({"event": "step", "epoch": state.epoch + 1, "epochs": cfg.epochs, "batch": i + 1,
                         "batches": steps_per_epoch, "loss": loss.item(), "lr": lr,
                         "keys_per_s": epoch_keys / max(elapsed, 1e-9)})
                 deferred.check()
-            seconds = time.perf_counter() - t0
+            busy, seconds = True, time.perf_counter() - t0
             val_loss = evaluate(accelerator.unwrap_model(model), val_batches, accelerator.device)
             train_loss = epoch_loss / max(epoch_count, 1e-9)
             state.epoch, state.batch = state.epoch + 1, 0
@@ -241,11 +244,13 @@ def train(
                                   "keys_per_s": round(epoch_keys / max(seconds, 1e-9), 1),
                                   "seconds": round(seconds, 2)})
             save(complete=False)
+            busy = False
             notify({"event": "epoch", **state.history[-1], "epochs": cfg.epochs,
                     "best_epoch": state.best_epoch, "examples": len(examples), "keys_per_epoch": n_keys_epoch})
             deferred.check()
     except KeyboardInterrupt:
-        save(complete=False)  # resumable from the batch it reached
+        if not busy:  # a second signal inside a batch: keep the last consistent save on disk
+            save(complete=False)  # resumable from the batch it reached
         raise
     finally:
         deferred.restore()
@@ -256,7 +261,8 @@ class _DeferredInterrupt:
     """While training: SIGINT/SIGTERM are noted and raised as KeyboardInterrupt at `check()`.
 
     A signal that struck between optimizer.step() and the progress update would make --resume
-    replay a batch already applied. A second signal interrupts at once (a stuck step).
+    replay a batch already applied. A second signal interrupts at once (a stuck step); when it
+    lands inside a batch or an epoch's bookkeeping, train() keeps the last save on disk.
     Only the main thread can install handlers; elsewhere signals keep their default behaviour.
     """
 

@@ -167,6 +167,34 @@ def test_resume_reaches_the_result_of_an_uninterrupted_run(tmp_path: Path) -> No
         train(seqs, make_parser(), TINY, cfg, tmp_path / "cut", {}, resume=True)
 
 
+def test_a_second_signal_inside_a_batch_keeps_the_last_consistent_save(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seqs, cfg = make_sequences(), dataclasses.replace(FAST, epochs=4, patience=10, dedup=False)
+    whole = train(seqs, make_parser(), TINY, cfg, tmp_path / "whole", {})
+    armed: list[bool] = []
+    real = torch.optim.AdamW.step
+
+    def step_then_cut(self: torch.optim.AdamW, *args: object, **kwargs: object) -> object:
+        out = real(self, *args, **kwargs)
+        if armed:  # epoch 3's second batch is applied, its progress not yet counted
+            raise KeyboardInterrupt
+        return out
+
+    def arm(event: dict) -> None:
+        if event["event"] == "step" and event["epoch"] == 3 and event["batch"] == 1:
+            armed.append(True)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_then_cut)
+    with pytest.raises(KeyboardInterrupt):
+        train(seqs, make_parser(), TINY, cfg, tmp_path / "cut", {}, progress=arm)
+    monkeypatch.setattr(torch.optim.AdamW, "step", real)
+    progress = json.loads((tmp_path / "cut" / SCALARS).read_text())["progress"]
+    assert (progress["epoch"], progress["batch"]) == (2, 0)  # the save at the end of epoch 2
+    resumed = train(seqs, make_parser(), TINY, cfg, tmp_path / "cut", {}, resume=True)
+    for name, tensor in whole.model.state_dict().items():  # no batch applied twice
+        assert torch.allclose(resumed.model.state_dict()[name], tensor, atol=1e-6), name
+
+
 def test_no_normal_sequences_is_bad_input(tmp_path: Path) -> None:
     seqs = [Sequence("a", [4, 5], label=True), Sequence("b", [5], label=True)]
     with pytest.raises(BadInput, match="no normal sequences"):
