@@ -350,14 +350,14 @@ def run_episodes(model: Any, seqs: list[Sequence], labels: list[Labels], n_keys:
     second signal stops at once; inside a batch, which may then be half applied, nothing is
     handed to `on_interrupt`.
     """
-    from logllama_tui.train import _DeferredInterrupt
+    from logllama_tui.train import DeferredInterrupt
 
     if cfg.episodes <= 0:
         raise BadInput(f"--episodes {cfg.episodes}: RL needs at least 1 episode")
     run = run if run is not None else start_run(model, cfg)
     p = run.progress
     model.train()
-    deferred = _DeferredInterrupt()
+    deferred = DeferredInterrupt()
     started, busy = time.monotonic(), False
     try:
         while p.episode < cfg.episodes:

@@ -194,7 +194,7 @@ def train(
 
     # -- the loop ---------------------------------------------------------------------------
     model.train()
-    deferred = _DeferredInterrupt()  # SIGINT/SIGTERM stop the loop between batches, never inside one
+    deferred = DeferredInterrupt()  # SIGINT/SIGTERM stop the loop between batches, never inside one
     busy = False  # inside a batch or the epoch's bookkeeping: a second signal may leave it half done
     try:
         while state.epoch < cfg.epochs and state.bad_epochs < cfg.patience:
@@ -257,7 +257,7 @@ def train(
     return _finish(out, accelerator, model, best_weights, parser, base_meta, state, threads, val_seqs, notify)
 
 
-class _DeferredInterrupt:
+class DeferredInterrupt:
     """While training: SIGINT/SIGTERM are noted and raised as KeyboardInterrupt at `check()`.
 
     A signal that struck between optimizer.step() and the progress update would make --resume
@@ -373,4 +373,5 @@ def _calibrate(model: Any, parser: Any, detect: dict[str, Any], val_seqs: list[S
     return {"k": spec, "k_resolved": int(scoring.resolve_k(spec, n_keys))}
 
 
-__all__ = ["evaluate", "get_lr", "make_accelerator", "pick_device", "set_threads", "train"]
+__all__ = ["DeferredInterrupt", "evaluate", "get_lr", "make_accelerator", "pick_device", "set_threads",
+           "train"]
