@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from .config import WindowConfig
@@ -103,6 +103,11 @@ class SessionWindower:
     @property
     def open_count(self) -> int:
         return len(self._open)
+
+    def recent(self) -> Iterator[Sequence]:
+        """The open sequences, most recently fed first (a fed session moves last in the dict, so
+        a caller that stops at the first one it has seen costs only the sessions fed since)."""
+        return (s.seq for s in reversed(self._open.values()))
 
     def feed(self, event: Event) -> list[Sequence]:
         """Add one line to each session it names; return the sessions this closed."""

@@ -60,6 +60,13 @@ def test_session_groups_by_regex_and_flushes_in_lru_order() -> None:
     assert w.open_count == 0
 
 
+def test_recent_lists_open_sessions_most_recently_fed_first() -> None:
+    w = SessionWindower(WindowConfig(mode="session"))
+    for i, sid in enumerate([1, 2, 3, 1]):
+        w.feed(ev(i + 1, 4, f"x blk_{sid}"))
+    assert [s.sid for s in w.recent()] == ["blk_1", "blk_3", "blk_2"]
+
+
 def test_session_line_naming_two_sessions_joins_both_but_one_twice_counts_once() -> None:
     w = SessionWindower(WindowConfig(mode="session"))
     feed_all(w, [ev(1, 4, "copy blk_1 to blk_2"), ev(2, 5, "blk_1 again blk_1")])

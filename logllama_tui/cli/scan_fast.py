@@ -101,12 +101,9 @@ def run(ctx: click.Context, paths: list[str], kwargs: dict[str, Any]) -> None:
 
 def open_sequences(pipe: Any) -> Any:
     """A session windower's open sequences, most recently fed first (None for other windows:
-    their sequences close as the lines go by). Reads SessionWindower's private dict: the
-    windower keeps a fed session last, which is what makes a tick cost only the sessions fed."""
-    sessions = getattr(pipe.windower, "_open", None)
-    if not isinstance(sessions, dict):
-        return None
-    return (s.seq for s in reversed(sessions.values()))
+    their sequences close as the lines go by)."""
+    recent = getattr(pipe.windower, "recent", None)
+    return recent() if recent is not None else None
 
 
 def _tell(worker: Any, path: Any, meta: dict[str, Any], n_keys: int, k: int, how: str, fmt: str,
