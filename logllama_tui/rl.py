@@ -41,7 +41,7 @@ import torch
 from logllama_tui.config import BOS, EOS, FIRST_KEY, PAD, UNK, RLConfig, to_dict
 from logllama_tui.errors import BadCheckpoint, BadInput
 from logllama_tui.records import Sequence
-from logllama_tui.train_state import (
+from logllama_tui.rl_state import (
     RLRun,
     data_sha256,
     resume_run,

@@ -94,7 +94,7 @@ def command(ctx: click.Context, data: tuple[str, ...], **kwargs: Any) -> None:
     from logllama_tui.feedback import model_fingerprint, read_feedback
     from logllama_tui.pipeline import collect_sequences
     from logllama_tui.rl import feedback_labels, finetune, position_labels, select_rl_sequences
-    from logllama_tui.train_state import RL_SCALARS, resumable
+    from logllama_tui.rl_state import RL_SCALARS, resumable
 
     if kwargs["episodes"] <= 0:
         raise BadInput(f"--episodes {kwargs['episodes']}: RL needs at least 1 episode (e.g. --episodes 10)")
