@@ -26,6 +26,7 @@ from logllama_tui.train_state import (
     is_history,
     is_number,
     param_groups_json,
+    progress_of,
     restore_state,
     state_tensors,
     state_writers,
@@ -72,11 +73,7 @@ def random_state(value: Any) -> tuple[Any, ...]:
 
 def _checked_rl(scalars: Any) -> tuple[RLProgress, list[dict[str, Any]]]:
     """RLProgress and param groups of rl_state.json, every field type- and range-checked."""
-    if not isinstance(scalars, dict) or set(scalars) != {"version", "progress", "param_groups"}:
-        raise ValueError("expected an object with version, progress and param_groups")
-    if scalars["version"] != RL_STATE_VERSION or isinstance(scalars["version"], bool):
-        raise ValueError(f"unsupported version {scalars['version']!r}")
-    p = scalars["progress"]
+    p = progress_of(scalars, RL_STATE_VERSION)
     names = {f.name for f in fields(RLProgress)}
     if not isinstance(p, dict) or set(p) != names:
         raise ValueError(f"progress must be an object with the keys {sorted(names)}")

@@ -101,13 +101,18 @@ def is_count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _checked(scalars: Any) -> tuple[Progress, list[dict[str, Any]]]:
-    """Progress and param groups of train_state.json, every field type- and range-checked."""
+def progress_of(scalars: Any, version: int) -> Any:
+    """The "progress" of a state file whose envelope (version, progress, param_groups) checks out."""
     if not isinstance(scalars, dict) or set(scalars) != {"version", "progress", "param_groups"}:
         raise ValueError("expected an object with version, progress and param_groups")
-    if scalars["version"] != STATE_VERSION or isinstance(scalars["version"], bool):
+    if scalars["version"] != version or isinstance(scalars["version"], bool):
         raise ValueError(f"unsupported version {scalars['version']!r}")
-    p = scalars["progress"]
+    return scalars["progress"]
+
+
+def _checked(scalars: Any) -> tuple[Progress, list[dict[str, Any]]]:
+    """Progress and param groups of train_state.json, every field type- and range-checked."""
+    p = progress_of(scalars, STATE_VERSION)
     names = {f.name for f in fields(Progress)}
     if not isinstance(p, dict) or set(p) - names:
         raise ValueError(f"progress must be an object with the keys {sorted(names)}")
@@ -216,6 +221,6 @@ def _check_moments(slots: dict[int, dict[str, torch.Tensor]], optimizer: torch.o
 
 __all__ = [
     "Progress", "SCALARS", "STATE_VERSION", "TENSORS", "check_param_groups", "is_count",
-    "is_history", "is_number", "load_state", "param_groups_json", "restore_state", "state_scalars",
-    "state_tensors", "state_writers", "writers",
+    "is_history", "is_number", "load_state", "param_groups_json", "progress_of", "restore_state",
+    "state_scalars", "state_tensors", "state_writers", "writers",
 ]
