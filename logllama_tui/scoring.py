@@ -28,11 +28,11 @@ is scored slice by slice, each slice restarting from the last eighth of the one 
 so every key sees 16-127 keys of history. Against slices of the paper model's whole context (512)
 restarting from its last half, a key past the first slice runs ~1.14 times instead of ~2 and
 attends over 16-127 positions instead of 256-511: one busy stream past the context went from
-~2,070 to ~6,000 keys/s here (BENCHMARKS.md, speed: attention with 6-wide heads costs ~3 ns per
-score on this CPU and was two thirds of the time). The model trains on chunks that start with no
-history at all (batching.frame), so this much history is within what it has learned; on BGL's
-long 60 s windows 10 of 44,291 ranks of normal keys past the first slice changed and no window's
-verdict did (BENCHMARKS.md). A key's history is still unbounded for an LSTM (no slices)."""
+2,035 to 5,512 keys/s here in one run (BENCHMARKS.md, speed: attention with 6-wide heads costs ~3 ns
+per score on this CPU and was two thirds of the time). The model trains on chunks that start with
+no history at all (batching.frame), so this much history is within what it has learned; on BGL's
+long 60 s windows 10 of 44,234 ranks of normal keys past the first slice changed and no window's
+verdict did (benchmarks/bench_slices.py). An LSTM has no slices: its history is unbounded."""
 
 
 def slicing(context: int | None, overlap: int | None = None,
