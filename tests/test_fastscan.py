@@ -81,6 +81,18 @@ def test_trie_ranks_like_scorer_while_sequences_grow(max_bytes: int) -> None:
         assert fresh.forward_keys < 0.7 * sum(len(t) + 1 for t in short)  # shared prefixes ran once
 
 
+def test_a_repeated_later_slice_runs_once() -> None:
+    model = tiny()
+    burst = (5,) * 60  # one template over and over (a BGL burst): its later slices are alike
+    trie = PrefixTrie(LeanLlama.from_hf(model), N_KEYS, K)
+    got = trie.rank([burst, (*burst[:30], 6, *burst[:20])])
+    same_as_scorer(got, Scorer(model, N_KEYS, K).score([Sequence("x", list(burst)),
+                                                         Sequence("y", [*burst[:30], 6, *burst[:20]])]))
+    # BOS and 15 keys; a root for the slices that start with key 5 and its 15 keys; then only the
+    # second tuple's slice from input 28 is new: its key 6 at depth 3 and the 12 keys after it
+    assert trie.forward_keys == 16 + 16 + 13
+
+
 def test_open_sequences_are_ranked_before_they_close() -> None:
     model = tiny()
     trie = PrefixTrie(LeanLlama.from_hf(model), N_KEYS, K)
