@@ -83,12 +83,12 @@ class LineVerdict:
 class _Open:
     """An open sequence: all its keys (the prefix) and its last few lines."""
 
-    __slots__ = ("sid", "keys", "recent", "last", "wall", "node", "depth")
+    __slots__ = ("sid", "keys", "recent", "last", "wall", "node", "depth", "slice")
 
     def __init__(self, sid: str, wall: float) -> None:
         self.sid = sid
         self.keys: list[int] = []
-        self.node, self.depth = 0, 0
+        self.node, self.depth, self.slice = 0, 0, 0
         """Where live_prefix.PrefixVerdicts' trie has walked this sequence's keys to."""
         self.recent: deque[tuple[int, str, int, str]] = deque(maxlen=CONTEXT_LINES)
         self.last: float | None = None
@@ -214,8 +214,10 @@ class LiveScorer:
         self.tracker: Tracker | None = None
         self.mode: str | None = None
         self.keys = 0
-        self.prefixes = PrefixVerdicts()
-        """Verdicts by key prefix: a prefix seen before is answered without the model."""
+        self.prefixes = PrefixVerdicts(slices=(getattr(scorer, "context", None),
+                                               getattr(scorer, "overlap", 0)))
+        """Verdicts by key prefix (per slice past the first): a prefix seen before is answered
+        without the model."""
         self._streamer: Any = None
         self._trie: Any = None
         """prefix.PrefixTrie for short sequences (llama on CPU), made with the StreamScorer."""

@@ -1,4 +1,5 @@
-"""What a command runs with, resolved without torch: the shipped model for a format, and K.
+"""What a command runs with, resolved without torch: the shipped model for a format, K, and where
+a scoring slice of a long sequence starts (tail's verdict cache needs it without torch).
 
 Kept apart from scoring.py (which imports torch) so that the parsing process of a two-core `scan`
 never loads torch: finding the model and reading K cost milliseconds, importing torch seconds.
@@ -45,6 +46,15 @@ def resolve_k(spec: str | int | float, n_keys: int) -> int:
     return int(value)
 
 
+def slice_start(p: int, span: int | None, keep: int) -> int:
+    """Input index where the slice that scores input position p begins (0 within the first):
+    slices of `span` inputs, each later one repeating the last `keep` of the one before
+    (scoring.slicing picks them)."""
+    if span is None or p < span:
+        return 0
+    return ((p - keep) // (span - keep)) * (span - keep)
+
+
 def default_model_for(format_name: str, root: Path | None = None) -> Path | None:
     """The shipped checkpoint for a format under <repo>/models, or None when there is none."""
     import json
@@ -69,4 +79,4 @@ def default_model_for(format_name: str, root: Path | None = None) -> Path | None
     return None
 
 
-__all__ = ["default_model_for", "resolve_k"]
+__all__ = ["default_model_for", "resolve_k", "slice_start"]

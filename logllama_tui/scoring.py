@@ -19,7 +19,11 @@ import torch
 from logllama_tui.config import BOS, EOS, FIRST_KEY, PAD, UNK
 from logllama_tui.errors import BadInput
 from logllama_tui.records import Sequence
-from logllama_tui.resolve import default_model_for, resolve_k  # re-exported: they need no torch
+from logllama_tui.resolve import (  # re-exported: they need no torch
+    default_model_for,
+    resolve_k,
+    slice_start,
+)
 from logllama_tui.verdicts import Candidates, KeyVerdict, ScoredSequence
 
 SCORE_SLICE = 128
@@ -46,13 +50,6 @@ def slicing(context: int | None, overlap: int | None = None,
     if not 1 <= keep < span:
         raise BadInput(f"slice overlap {keep} must be between 1 and {span - 1}")
     return span, keep
-
-
-def slice_start(p: int, span: int | None, keep: int) -> int:
-    """Input index where the slice that scores input position p begins (0 within the first)."""
-    if span is None or p < span:
-        return 0
-    return ((p - keep) // (span - keep)) * (span - keep)
 
 
 def pick_device(name: str = "auto") -> torch.device:

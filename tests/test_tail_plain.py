@@ -42,7 +42,8 @@ def interleaved() -> list[str]:
 
 
 def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int],
-                  prefix_nodes: int | None = None, **scorer_kw: int) -> int:
+                  prefix_nodes: int | None = None, texts: list[str] | None = None,
+                  live_out: list | None = None, **scorer_kw: int) -> int:
     """Score lines in batches of the given sizes live, and as finished sequences; compare."""
     from logllama_tui.checkpoint import load_checkpoint
     from logllama_tui.formats import get_format
@@ -52,7 +53,7 @@ def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int
 
     c = load_checkpoint(ckpt, "cpu")
     n_keys = c.parser.vocab.n_keys
-    texts = interleaved()
+    texts = interleaved() if texts is None else texts
     lines = [Line("f.log", i + 1, t) for i, t in enumerate(texts)]
     records = list(get_format("hdfs").records(lines))
     window = dataclasses.replace(window, mode=mode)
@@ -61,6 +62,8 @@ def live_vs_whole(ckpt: Path, window: WindowConfig, mode: str, batches: list[int
         from logllama_tui.live_prefix import PrefixVerdicts
 
         live.prefixes = PrefixVerdicts(prefix_nodes)
+    if live_out is not None:
+        live_out.append(live)
     verdicts = []
     pos = 0
     for size in batches:
@@ -130,6 +133,19 @@ def test_live_follows_the_scorers_slices(ckpt: Path) -> None:
     # slices of 3 keys repeating 1: every session crosses slices, in the trie, the streams and Scorer
     assert live_vs_whole(ckpt, WindowConfig(), "session", [1, 2, 3, 100], slice_keys=3, overlap=1) \
         == len(interleaved()) - 1
+
+
+def test_a_burst_repeats_its_slices_and_they_are_answered_from_the_cache(ckpt: Path) -> None:
+    # one long session of one step over and over, then a second like it: slices of 8 keys that
+    # repeat 2, so past the first slice every slice holds the same keys
+    texts = [hdfs_line(1, "blk_7", i) for i in range(60)] + [hdfs_line(1, "blk_8", i) for i in range(60)]
+    made: list = []
+    assert live_vs_whole(ckpt, WindowConfig(), "session", [7, 30, 100], texts=texts,
+                         live_out=made, slice_keys=8, overlap=2) == 120
+    prefixes = made[0].prefixes
+    # the first two batches ran (a job runs on from its first unknown key); the third batch, the
+    # rest of blk_7 and all of blk_8, came from the cache (whole prefixes: blk_7's rest would run)
+    assert (prefixes.misses, prefixes.hits) == (7 + 30, 120 - 37)
 
 
 @pytest.mark.parametrize(("size", "step"), [(4, 4), (5, 2)])
