@@ -26,11 +26,9 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from logllama_tui.config import EOS, UNK
 from logllama_tui.errors import LogLlamaError
 from logllama_tui.records import Sequence
-from logllama_tui.verdicts import Candidates
-from logllama_tui.verdicts import KeyVerdict as Verdict
+from logllama_tui.verdicts import Candidates, scored
 from logllama_tui.verdicts import ScoredSequence as Scored
 
 IN_FLIGHT = 3
@@ -45,19 +43,8 @@ Ranked = tuple[list[int], dict[int, Candidates]]
 
 
 def verdicts(seq: Sequence, ranked: Ranked, k: int, score_end: bool = True) -> Scored:
-    """A Scored from ranks, exactly as Scorer._verdicts builds a ScoredSequence."""
-    ranks, cands = ranked
-    out: list[Verdict] = []
-    for i, (key, rank) in enumerate(zip([*seq.keys, EOS], ranks, strict=True)):
-        if key != UNK and rank < k:
-            out.append(Verdict(key, rank, False))
-            continue
-        kind = "unseen" if key == UNK else "rank"
-        out.append(Verdict(key, rank, True, kind, list(cands.get(i, []))))
-    end = out.pop()
-    if not score_end:
-        end.anomalous, end.kind = False, None
-    return Scored(seq, out, end, end.anomalous or any(v.anomalous for v in out))
+    """A Scored from ranks, exactly as Scorer builds a ScoredSequence (verdicts.scored)."""
+    return scored(seq, ranked[0], ranked[1], k, score_end)
 
 
 # -- frames ---------------------------------------------------------------------------------
@@ -311,5 +298,5 @@ def score_stream(seqs: Iterable[Sequence], workers: list[ScoreWorker], k: int, b
         yield done
 
 
-__all__ = ["Grower", "Ranked", "Scored", "ScoreWorker", "Verdict", "read_frame", "score_stream",
-           "verdicts", "write_frame"]
+__all__ = ["Grower", "Ranked", "Scored", "ScoreWorker", "read_frame", "score_stream", "verdicts",
+           "write_frame"]

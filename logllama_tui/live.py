@@ -288,15 +288,13 @@ class LiveScorer:
         short = [i for i, (_, keys, _) in enumerate(jobs) if trie is not None and len(keys) <= TRIE_KEYS]
         out: list[list[Any]] = [[] for _ in jobs]
         if short:
-            from .verdicts import KeyVerdict
+            from .verdicts import key_verdict
 
             k = self.scorer.k
             got = trie.rank([jobs[i][1] for i in short])
             for i, (ranks, cands) in zip(short, got, strict=True):
                 _, keys, start = jobs[i]
-                for p in range(start, len(keys)):
-                    kind = "unseen" if keys[p] == UNK else "rank" if ranks[p] >= k else None
-                    out[i].append(KeyVerdict(keys[p], ranks[p], kind is not None, kind, cands.get(p, [])))
+                out[i] = [key_verdict(keys[p], ranks[p], k, cands.get(p)) for p in range(start, len(keys))]
         taken = set(short)
         rest = [i for i in range(len(jobs)) if i not in taken]
         if rest:

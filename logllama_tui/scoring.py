@@ -24,7 +24,7 @@ from logllama_tui.resolve import (  # re-exported: they need no torch
     resolve_k,
     slice_start,
 )
-from logllama_tui.verdicts import Candidates, KeyVerdict, ScoredSequence
+from logllama_tui.verdicts import Candidates, KeyVerdict, ScoredSequence, scored
 
 SCORE_SLICE = 128
 """Most inputs (BOS and keys) one slice scores, and at most the model's context. A longer sequence
@@ -156,23 +156,8 @@ class Scorer:
 
     # -- internals ----------------------------------------------------------------------------
     def _verdicts(self, seq: Sequence, ranked: _Ranked) -> ScoredSequence:
-        verdicts: list[KeyVerdict] = []
-        targets = list(seq.keys) + [EOS]
-        for i, key in enumerate(targets):
-            rank = ranked.ranks[i]
-            if key == UNK:
-                kind: str | None = "unseen"
-            elif rank >= self.k:
-                kind = "rank"
-            else:
-                kind = None
-            cands = ranked.candidates.get(i, []) if (kind or self.all_candidates) else []
-            verdicts.append(KeyVerdict(key, rank, kind is not None, kind, list(cands)))
-        end = verdicts.pop()
-        if not self.score_end:
-            end.anomalous, end.kind = False, None
-        anomalous = end.anomalous or any(v.anomalous for v in verdicts)
-        return ScoredSequence(seq, verdicts, end, anomalous)
+        # candidates were kept for flagged positions only (for all with all_candidates)
+        return scored(seq, ranked.ranks, ranked.candidates, self.k, self.score_end)
 
     def _rank(self, tuples: list[tuple[int, ...]]) -> dict[tuple[int, ...], _Ranked]:
         """Rank every distinct tuple not in the cache; return the results for all of them."""

@@ -22,6 +22,7 @@ import torch
 
 from logllama_tui.config import BOS, EOS, FIRST_KEY, PAD, UNK
 from logllama_tui.scoring import Candidates, KeyVerdict, model_context, slice_start, slicing
+from logllama_tui.verdicts import key_verdict
 
 ROUND_POSITIONS = 4_096
 """Positions (past and new) of the slices run in one batched pass at most (~40 MB of K/V at
@@ -233,8 +234,7 @@ class StreamScorer:
         ranks, cands = rank_rows(picked, torch.tensor(targets), self.n_keys, self.k,
                                  self.n_candidates, self.all_candidates)
         for i, (key, rank, j) in enumerate(zip(targets, ranks, where, strict=True)):
-            kind = "unseen" if key == UNK else ("rank" if rank >= self.k else None)
-            out[j].append(KeyVerdict(key, rank, kind is not None, kind, cands.get(i, [])))
+            out[j].append(key_verdict(key, rank, self.k, cands.get(i)))
 
     def _llama(self, segs: list[_Segment], inputs: list[list[int]]) -> torch.Tensor:
         """One batched cached pass: each row's past from its own buffer, new K/V written back."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from logllama_tui.config import EOS, UNK
 from logllama_tui.records import Sequence
 
 Candidates = list[tuple[int, float]]
@@ -40,3 +41,21 @@ class ScoredSequence:
     def anomalous_keys(self) -> list[tuple[int, KeyVerdict]]:
         """(index into seq.keys, verdict) of every flagged key (the end excluded)."""
         return [(i, v) for i, v in enumerate(self.verdicts) if v.anomalous]
+
+
+def key_verdict(key: int, rank: int, k: int, candidates: Candidates | None = None) -> KeyVerdict:
+    """The verdict rule: a template never seen in training (UNK) is "unseen", a key ranked at or
+    past K is "rank", anything else is normal."""
+    kind = "unseen" if key == UNK else "rank" if rank >= k else None
+    return KeyVerdict(key, rank, kind is not None, kind, list(candidates) if candidates else [])
+
+
+def scored(seq: Sequence, ranks: list[int], candidates: dict[int, Candidates], k: int,
+           score_end: bool = True) -> ScoredSequence:
+    """A ScoredSequence from the ranks of seq's keys and its end (EOS), candidates by position."""
+    out = [key_verdict(key, rank, k, candidates.get(i))
+           for i, (key, rank) in enumerate(zip([*seq.keys, EOS], ranks, strict=True))]
+    end = out.pop()
+    if not score_end:
+        end.anomalous, end.kind = False, None
+    return ScoredSequence(seq, out, end, end.anomalous or any(v.anomalous for v in out))
