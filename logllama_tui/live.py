@@ -214,14 +214,15 @@ class LiveScorer:
         self.tracker: Tracker | None = None
         self.mode: str | None = None
         self.keys = 0
-        self.prefixes = PrefixVerdicts(slices=(getattr(scorer, "context", None),
-                                               getattr(scorer, "overlap", 0)))
+        overlap = getattr(scorer, "overlap", None)  # a scorer without slices: whole prefixes
+        self.prefixes = PrefixVerdicts(slices=(getattr(scorer, "context", None), overlap)
+                                       if overlap else (None, 0))
         """Verdicts by key prefix (per slice past the first): a prefix seen before is answered
         without the model."""
         self._streamer: Any = None
+        """stream.StreamScorer: each open sequence's KV cache (or LSTM state), fed only new keys."""
         self._trie: Any = None
         """prefix.PrefixTrie for short sequences (llama on CPU), made with the StreamScorer."""
-        """stream.StreamScorer: each open sequence's KV cache (or LSTM state), fed only new keys."""
 
     def process(self, records: list[Record], wall: float | None = None) -> list[LineVerdict]:
         """Verdicts for `records`, in order."""
